@@ -1,0 +1,1 @@
+"""Ferry's explainer: alibi AnchorTabular / KernelShap and a shap engine."""

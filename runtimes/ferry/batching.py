@@ -1,0 +1,302 @@
+"""Dynamic batching in front of a backend, the way Triton's default scheduler does it.
+
+- A batch is dispatched as soon as a model instance is idle; whatever queued while every instance was busy
+  joins the next batch. So one client pays no waiting window, and many clients get big batches for free.
+  An optional ``max_queue_delay_s`` waits a little longer for a fuller batch.
+- Batches are counted in rows; a request may carry several rows. A request larger than ``max_batch_size``
+  is split into chunks and reassembled, so callers need not know the limit.
+- Only requests whose non-batch shapes and dtypes match share a batch (one queue per shape key).
+- Optional preferred batch sizes (buckets): a batch is padded up to the next bucket (for CUDA graphs and
+  TensorRT profiles) and the padding is dropped from the results.
+- The queue is bounded in rows (``Overloaded`` beyond it); every request has a deadline; a caller that goes
+  away leaves the queue; a failing batch fails only its own callers; each output must have as many rows as
+  the batch, and each caller gets exactly its own rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from ferry.errors import BackendError, DeadlineExceeded, NotReady, Overloaded, ServingError
+
+log = logging.getLogger(__name__)
+
+Tensors = dict[str, np.ndarray]
+Runner = Callable[[Tensors], Tensors]
+
+
+@dataclass(frozen=True)
+class BatchingPolicy:
+    enabled: bool = True
+    """When false every request runs alone (still off the event loop, still bounded)."""
+    max_batch_size: int = 64
+    """Most rows in one batch."""
+    max_queue_delay_s: float = 0.0
+    """How long the oldest request may wait for a fuller batch once an instance is idle (0: never wait)."""
+    max_queue_rows: int = 8192
+    """Rows that may wait in the queue; beyond it requests are refused with ``Overloaded``."""
+    preferred_batch_sizes: tuple[int, ...] = ()
+    """Buckets to pad batches up to (sorted ascending); empty: no padding."""
+
+    @property
+    def batch_rows(self) -> int:
+        return self.max_batch_size if self.enabled else 1
+
+
+class _Job:
+    __slots__ = ("deadline_handle", "enqueued", "future", "inputs", "key", "queued", "rows")
+
+    def __init__(self, inputs: Tensors, rows: int, key: tuple, future: asyncio.Future, now: float):
+        self.inputs = inputs
+        self.rows = rows
+        self.key = key
+        self.future = future
+        self.enqueued = now
+        self.queued = True
+        self.deadline_handle: asyncio.TimerHandle | None = None
+
+
+class BatchMetrics:
+    """Hooks the batcher reports to; the default does nothing (``ferry.metrics`` provides Prometheus)."""
+
+    def batch(self, rows: int, padded_rows: int, compute_seconds: float) -> None: ...
+
+    def queue_wait(self, seconds: float) -> None: ...
+
+    def outcome(self, outcome: str) -> None: ...
+
+
+class DynamicBatcher:
+    def __init__(
+        self,
+        name: str,
+        runners: list[Runner],
+        policy: BatchingPolicy,
+        metrics: BatchMetrics | None = None,
+    ):
+        if not runners:
+            raise ValueError("a batcher needs at least one runner (model instance)")
+        self.name = name
+        self.policy = policy
+        self.metrics = metrics or BatchMetrics()
+        self._runners = runners
+        self._buckets = sorted(policy.preferred_batch_sizes)
+        self._queues: dict[tuple, collections.deque[_Job]] = {}
+        self._queued_rows = 0
+        self._running_batches = 0
+        self._accepting = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._idle: asyncio.Event | None = None
+        self._workers: list[asyncio.Task] = []
+        self._executors: list[ThreadPoolExecutor] = []
+
+    @property
+    def queued_rows(self) -> int:
+        return self._queued_rows
+
+    async def start(self) -> None:
+        """Create the loop-bound objects and one worker (with its own thread) per model instance."""
+        self._loop = asyncio.get_running_loop()
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        for index, runner in enumerate(self._runners):
+            executor = ThreadPoolExecutor(1, thread_name_prefix=f"ferry-{self.name}-{index}")
+            self._executors.append(executor)
+            self._workers.append(asyncio.create_task(self._worker(runner, executor)))
+        self._accepting = True
+
+    async def stop(self, drain_timeout_s: float = 30.0) -> None:
+        """Refuse new work, let queued and running batches finish (up to the timeout), then stop."""
+        self._accepting = False
+        if self._idle is not None:
+            try:
+                await asyncio.wait_for(self._idle.wait(), drain_timeout_s)
+            except TimeoutError:
+                log.warning("model %s: %d rows still queued at shutdown", self.name, self._queued_rows)
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers.clear()
+        for queue in self._queues.values():
+            for job in queue:
+                if not job.future.done():
+                    job.future.set_exception(NotReady(f"model {self.name!r} is shutting down"))
+        self._queues.clear()
+        for executor in self._executors:
+            executor.shutdown(wait=False)
+        self._executors.clear()
+
+    async def infer(self, inputs: Tensors, rows: int, timeout_s: float) -> Tensors:
+        """Run ``rows`` rows through the model; returns outputs with exactly those rows."""
+        limit = self.policy.batch_rows
+        if rows <= limit:
+            return await self._submit(inputs, rows, timeout_s)
+        chunks = [
+            self._submit(
+                {k: v[start : start + limit] for k, v in inputs.items()}, min(limit, rows - start), timeout_s
+            )
+            for start in range(0, rows, limit)
+        ]
+        results = await asyncio.gather(*chunks)
+        return {name: np.concatenate([r[name] for r in results]) for name in results[0]}
+
+    async def _submit(self, inputs: Tensors, rows: int, timeout_s: float) -> Tensors:
+        if not self._accepting:
+            raise NotReady(f"model {self.name!r} is not accepting requests")
+        if self._queued_rows + rows > self.policy.max_queue_rows:
+            self.metrics.outcome("overloaded")
+            raise Overloaded(
+                f"model {self.name!r} is overloaded: {self._queued_rows} rows queued, "
+                f"limit {self.policy.max_queue_rows}"
+            )
+        loop = self._loop
+        key = tuple((name, array.shape[1:], array.dtype.str) for name, array in inputs.items())
+        job = _Job(inputs, rows, key, loop.create_future(), loop.time())
+        job.deadline_handle = loop.call_later(timeout_s, self._expire, job, timeout_s)
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = collections.deque()
+        queue.append(job)
+        self._queued_rows += rows
+        self._idle.clear()
+        self._wakeup.set()
+        try:
+            return await job.future
+        except asyncio.CancelledError:
+            self._leave_queue(job)  # the caller went away: its rows must not be computed or counted
+            raise
+        finally:
+            job.deadline_handle.cancel()
+
+    def _leave_queue(self, job: _Job) -> None:
+        if job.queued:
+            job.queued = False
+            self._queued_rows -= job.rows
+            self.metrics.outcome("cancelled")
+            self._check_idle()
+
+    def _expire(self, job: _Job, timeout_s: float) -> None:
+        if job.future.done():
+            return
+        self._leave_queue(job)
+        self.metrics.outcome("deadline")
+        job.future.set_exception(
+            DeadlineExceeded(f"model {self.name!r}: no result within the deadline of {timeout_s:g} s")
+        )
+
+    def _check_idle(self) -> None:
+        if self._queued_rows == 0 and self._running_batches == 0:
+            self._idle.set()
+
+    def _take_batch(self) -> list[_Job]:
+        """Pop the next batch: jobs sharing the shape key of the oldest waiting job, up to the row limit."""
+        while self._queues:
+            key = min(self._queues, key=lambda k: self._queues[k][0].enqueued)
+            queue = self._queues[key]
+            batch, rows, limit = [], 0, self.policy.batch_rows
+            while queue:
+                job = queue[0]
+                if not job.queued:  # cancelled or expired: already accounted for
+                    queue.popleft()
+                    continue
+                if rows + job.rows > limit:
+                    break
+                queue.popleft()
+                job.queued = False
+                self._queued_rows -= job.rows
+                batch.append(job)
+                rows += job.rows
+            if not queue:
+                del self._queues[key]
+            if batch:
+                return batch
+        return []
+
+    async def _worker(self, runner: Runner, executor: ThreadPoolExecutor) -> None:
+        loop = self._loop
+        delay = self.policy.max_queue_delay_s
+        while True:
+            if self._queued_rows == 0:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            if delay > 0 and self._queued_rows < self.policy.batch_rows:
+                oldest = min(queue[0].enqueued for queue in self._queues.values() if queue)
+                wait = oldest + delay - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            batch = self._take_batch()
+            if not batch:
+                self._check_idle()
+                continue
+            self._running_batches += 1
+            try:
+                await self._run(batch, runner, executor)
+            finally:
+                self._running_batches -= 1
+                self._check_idle()
+
+    async def _run(self, batch: list[_Job], runner: Runner, executor: ThreadPoolExecutor) -> None:
+        now = self._loop.time()
+        for job in batch:
+            self.metrics.queue_wait(now - job.enqueued)
+        rows = sum(job.rows for job in batch)
+        if len(batch) == 1:
+            merged = batch[0].inputs
+        else:
+            merged = {name: np.concatenate([job.inputs[name] for job in batch]) for name in batch[0].inputs}
+        padded = self._bucket(rows)
+        if padded > rows:
+            merged = {name: _pad_rows(array, padded - rows) for name, array in merged.items()}
+        started = time.perf_counter()
+        try:
+            outputs = await self._loop.run_in_executor(executor, runner, merged)
+            for name, array in outputs.items():
+                if array.ndim == 0 or array.shape[0] != padded:
+                    raise BackendError(
+                        f"model {self.name!r} broke the batch contract: output {name!r} has shape "
+                        f"{list(array.shape)} for a batch of {padded} rows"
+                    )
+        except Exception as exc:
+            error = (
+                exc
+                if isinstance(exc, ServingError)
+                else BackendError(
+                    f"model {self.name!r} failed on a batch of {rows} rows: {type(exc).__name__}: {exc}"
+                )
+            )
+            log.error("%s", error.message, exc_info=not isinstance(exc, ServingError))
+            for job in batch:
+                if not job.future.done():
+                    self.metrics.outcome("error")
+                    job.future.set_exception(error)
+            return
+        self.metrics.batch(rows, padded, time.perf_counter() - started)
+        offset = 0
+        for job in batch:
+            if not job.future.done():
+                self.metrics.outcome("ok")
+                end = offset + job.rows
+                job.future.set_result({name: array[offset:end] for name, array in outputs.items()})
+            offset += job.rows
+
+    def _bucket(self, rows: int) -> int:
+        for size in self._buckets:
+            if size >= rows:
+                return size
+        return rows
+
+
+def _pad_rows(array: np.ndarray, extra: int) -> np.ndarray:
+    # Repeat the last row rather than pad with zeros: zeros can be out of range for a model (NaN, inf).
+    return np.concatenate([array, np.repeat(array[-1:], extra, axis=0)])

@@ -1,0 +1,64 @@
+"""Errors that the core raises. Each carries a transport-neutral code; every front end maps codes to its own
+status in exactly one table (``server/rest.py``, ``server/grpc.py``, ``adapters/*``)."""
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorCode(enum.Enum):
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    NOT_FOUND = "NOT_FOUND"
+    UNAVAILABLE = "UNAVAILABLE"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    BAD_GATEWAY = "BAD_GATEWAY"
+    INTERNAL = "INTERNAL"
+
+
+class ServingError(Exception):
+    code = ErrorCode.INTERNAL
+    #: Seconds a client should wait before retrying (sent as ``Retry-After``), for retryable codes.
+    retry_after: float | None = None
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(ServingError):
+    code = ErrorCode.INVALID_ARGUMENT
+
+
+class ModelNotFound(ServingError):
+    code = ErrorCode.NOT_FOUND
+
+
+class NotReady(ServingError):
+    code = ErrorCode.UNAVAILABLE
+    retry_after = 1.0
+
+
+class Overloaded(ServingError):
+    code = ErrorCode.UNAVAILABLE
+    retry_after = 1.0
+
+
+class DeadlineExceeded(ServingError):
+    code = ErrorCode.DEADLINE_EXCEEDED
+
+
+class PayloadTooLarge(ServingError):
+    code = ErrorCode.RESOURCE_EXHAUSTED
+
+
+class UpstreamError(ServingError):
+    """A service this one calls (predictor, feature store) failed or could not be reached."""
+
+    code = ErrorCode.BAD_GATEWAY
+
+
+class BackendError(ServingError):
+    """The model itself failed, or broke its contract (e.g. returned the wrong number of rows)."""
+
+    code = ErrorCode.INTERNAL

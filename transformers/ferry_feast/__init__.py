@@ -1,0 +1,1 @@
+"""Ferry's Feast-enriching transformer."""

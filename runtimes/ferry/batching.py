@@ -141,16 +141,26 @@ class DynamicBatcher:
         limit = self.policy.batch_rows
         if rows <= limit:
             return await self._submit(inputs, rows, timeout_s)
+        self._check_capacity(rows)  # all chunks or none: a half-admitted request would only waste work
         chunks = [
-            self._submit(
-                {k: v[start : start + limit] for k, v in inputs.items()}, min(limit, rows - start), timeout_s
+            asyncio.ensure_future(
+                self._submit(
+                    {k: v[start : start + limit] for k, v in inputs.items()},
+                    min(limit, rows - start),
+                    timeout_s,
+                )
             )
             for start in range(0, rows, limit)
         ]
-        results = await asyncio.gather(*chunks)
+        try:
+            results = await asyncio.gather(*chunks)
+        except BaseException:
+            for chunk in chunks:
+                chunk.cancel()
+            raise
         return {name: np.concatenate([r[name] for r in results]) for name in results[0]}
 
-    async def _submit(self, inputs: Tensors, rows: int, timeout_s: float) -> Tensors:
+    def _check_capacity(self, rows: int) -> None:
         if not self._accepting:
             raise NotReady(f"model {self.name!r} is not accepting requests")
         if self._queued_rows + rows > self.policy.max_queue_rows:
@@ -159,6 +169,9 @@ class DynamicBatcher:
                 f"model {self.name!r} is overloaded: {self._queued_rows} rows queued, "
                 f"limit {self.policy.max_queue_rows}"
             )
+
+    async def _submit(self, inputs: Tensors, rows: int, timeout_s: float) -> Tensors:
+        self._check_capacity(rows)
         loop = self._loop
         key = tuple((name, array.shape[1:], array.dtype.str) for name, array in inputs.items())
         job = _Job(inputs, rows, key, loop.create_future(), loop.time())

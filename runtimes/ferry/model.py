@@ -1,0 +1,217 @@
+"""The predictor: one served model = backend + dynamic batcher + signature checks. Knows no transport.
+
+Every front end (the lean server, the kserve.Model and MLServer adapters) calls ``Predictor.infer`` with
+numpy tensors and gets numpy tensors back."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ferry import storage
+from ferry.backends import Backend
+from ferry.batching import BatchingPolicy, DynamicBatcher, Tensors
+from ferry.errors import InvalidInput, NotReady
+from ferry.metrics import LOAD_SECONDS, READY, PrometheusBatchMetrics
+from ferry.settings import BatchingSettings, ModelSettings, available_cpus
+from ferry.signature import Signature
+
+log = logging.getLogger(__name__)
+
+_TRITON_TYPES = {"BYTES": "TYPE_STRING"}
+
+
+def create_backend(model_path: Path, settings: ModelSettings, signature: Signature | None) -> Backend:
+    """The backend for a local model path, its format detected from the files unless settings name it."""
+    kind, path = storage.detect_format(model_path, settings.format)
+    threads = settings.intra_op_threads or available_cpus()
+    if kind == "onnx":
+        from ferry.backends.onnx import OnnxBackend
+
+        return OnnxBackend(
+            path,
+            device=settings.device,
+            intra_op_threads=threads,
+            tensorrt=settings.tensorrt,
+            signature=signature,
+        )
+    if kind in ("torchscript", "torch_export"):
+        from ferry.backends.torch import TorchBackend
+
+        graph_sizes = settings.preferred_batch_sizes if settings.cuda_graphs else ()
+        return TorchBackend(
+            path,
+            kind,
+            device=settings.device,
+            dtype=settings.dtype,
+            signature=signature,
+            threads=threads,
+            max_batch_size=max(settings.max_batch_size, *settings.preferred_batch_sizes, 1),
+            cuda_graph_batch_sizes=graph_sizes,
+        )
+    return _mlflow_backend(path, settings, signature)
+
+
+def _mlflow_backend(model_dir: Path, settings: ModelSettings, signature: Signature | None) -> Backend:
+    from ferry.backends import mlflow
+
+    flavors = mlflow.read_mlmodel(model_dir).get("flavors", {})
+    # Native flavours run on Ferry's own backends (batched, CUDA-capable, no unpickling).
+    native = {"onnx": "onnx", "pytorch": "torch_export"}
+    for flavor, kind in native.items():
+        if flavor in flavors:
+            candidates = [p for p in model_dir.rglob("*") if storage.MODEL_SUFFIXES.get(p.suffix) == kind]
+            if len(candidates) == 1:
+                native_settings = settings.model_copy(update={"format": kind})
+                return create_backend(candidates[0], native_settings, signature)
+    return mlflow.PyfuncBackend(model_dir, allow_unpickle=settings.allow_unpickle)
+
+
+class Predictor:
+    """A model served with dynamic batching. ``load()`` then ``infer()``; ``close()`` drains and stops."""
+
+    def __init__(self, name: str, source: str | Path, settings: ModelSettings, cache_dir: Path | None = None):
+        self.name = name
+        self.version = "1"
+        self.source = str(source)
+        self.settings = settings
+        self.cache_dir = cache_dir or Path("/tmp/ferry-models")
+        self.ready = False
+        self.signature: Signature | None = None
+        self.platform = ""
+        self.policy: BatchingPolicy | None = None
+        self._backend: Backend | None = None
+        self._batcher: DynamicBatcher | None = None
+        self._timeout_s = settings.request_timeout_s
+
+    async def load(self) -> None:
+        started = time.perf_counter()
+        local = await asyncio.to_thread(storage.fetch, self.source, self.cache_dir)
+        metadata = storage.read_metadata(local)
+        settings = self.settings
+        if metadata.get("batching"):
+            # Per-model batching overrides from ferry.json, validated like flags.
+            merged = {
+                **settings.model_dump(),
+                **BatchingSettings.model_validate(metadata["batching"]).model_dump(exclude_unset=True),
+            }
+            settings = type(settings).model_validate(merged)
+        signature = Signature.from_dict(metadata) if metadata.get("inputs") else None
+        self._backend = await asyncio.to_thread(create_backend, local, settings, signature)
+        self.signature = self._backend.signature
+        self.platform = self._backend.platform
+        self.policy = BatchingPolicy(
+            enabled=settings.batching,
+            max_batch_size=settings.max_batch_size,
+            max_queue_delay_s=settings.max_queue_delay_ms / 1000,
+            max_queue_rows=settings.max_queue_rows,
+            preferred_batch_sizes=tuple(sorted(settings.preferred_batch_sizes)) if settings.batching else (),
+        )
+        runners = self._backend.runners(settings.instances)
+        if settings.warmup:
+            await asyncio.to_thread(self._warm_up, runners)
+        self._batcher = DynamicBatcher(self.name, runners, self.policy, None)
+        self._batcher.metrics = PrometheusBatchMetrics(self.name, lambda: self._batcher.queued_rows)
+        await self._batcher.start()
+        self.settings = settings
+        self.ready = True
+        elapsed = time.perf_counter() - started
+        LOAD_SECONDS.labels(self.name).set(elapsed)
+        READY.labels(self.name).set(1)
+        log.info("model %s ready in %.2f s (%s, %s)", self.name, elapsed, self.platform, settings.device)
+
+    def _warm_up(self, runners) -> None:
+        """Run each batch size the batcher can form at its extremes (and every bucket) on every instance, so
+        the first real request pays no lazy initialisation (CUDA context, kernel selection, allocator)."""
+        sizes = sorted({1, *self.policy.preferred_batch_sizes} | ({self.policy.batch_rows}))
+        for runner in {id(r): r for r in runners}.values():
+            for rows in sizes:
+                runner(self._example(rows))
+
+    def _example(self, rows: int) -> Tensors:
+        inputs = {}
+        for spec in self.signature.inputs:
+            shape = (rows, *[d if d > 0 else 1 for d in spec.shape[1:]])
+            inputs[spec.name] = (
+                np.full(shape, b"", dtype=object)
+                if spec.datatype == "BYTES"
+                else np.zeros(shape, dtype=spec.dtype)
+            )
+        return inputs
+
+    async def infer(self, inputs: Tensors, outputs: list[str] | None = None) -> Tensors:
+        if not self.ready:
+            raise NotReady(f"model {self.name!r} is not ready")
+        rows = self.signature.check_inputs(inputs)
+        if rows > self.settings.max_request_rows:
+            raise InvalidInput(
+                f"input {self.signature.inputs[0].name!r}: {rows} rows exceeds the limit of "
+                f"{self.settings.max_request_rows} rows per request"
+            )
+        requested = self.signature.check_outputs(outputs)
+        result = await self._batcher.infer(inputs, rows, self._timeout_s)
+        if requested:
+            return {name: result[name] for name in requested}
+        return result
+
+    async def close(self, drain_timeout_s: float = 30.0) -> None:
+        self.ready = False
+        READY.labels(self.name).set(0)
+        if self._batcher is not None:
+            await self._batcher.stop(drain_timeout_s)
+        if self._backend is not None:
+            self._backend.close()
+
+    def metadata(self) -> dict:
+        """Open Inference Protocol model metadata."""
+        return {
+            "name": self.name,
+            "versions": [self.version],
+            "platform": self.platform,
+            **(self.signature.as_dict() if self.signature else {"inputs": [], "outputs": []}),
+        }
+
+    def triton_config(self) -> dict:
+        """Triton's model configuration (JSON form), so perf_analyzer and model_analyzer can drive Ferry."""
+        policy = self.policy or BatchingPolicy()
+        batched = policy.enabled
+
+        def tensors(specs) -> list[dict]:
+            return [
+                {
+                    "name": spec.name,
+                    "data_type": _TRITON_TYPES.get(spec.datatype, f"TYPE_{spec.datatype}"),
+                    "dims": list(spec.shape[1:] if batched else spec.shape),
+                }
+                for spec in specs
+            ]
+
+        config = {
+            "name": self.name,
+            "platform": self.platform,
+            "backend": self.platform.split("_")[0],
+            "max_batch_size": policy.max_batch_size if batched else 0,
+            "input": tensors(self.signature.inputs) if self.signature else [],
+            "output": tensors(self.signature.outputs) if self.signature else [],
+            "instance_group": [
+                {
+                    "count": self.settings.instances,
+                    "kind": "KIND_GPU" if self.settings.device != "cpu" else "KIND_CPU",
+                }
+            ],
+        }
+        if batched:
+            config["dynamic_batching"] = {
+                "preferred_batch_size": list(policy.preferred_batch_sizes),
+                "max_queue_delay_microseconds": int(policy.max_queue_delay_s * 1e6),
+                "default_queue_policy": {
+                    "max_queue_size": policy.max_queue_rows,
+                    "default_timeout_microseconds": int(self._timeout_s * 1e6),
+                    "timeout_action": "REJECT",
+                },
+            }
+        return config

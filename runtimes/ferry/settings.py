@@ -1,0 +1,143 @@
+"""Typed settings, from command-line flags (KServe's names where KServe has one) and ``FERRY_*`` variables.
+
+Every value is validated before a model loads; a bad one stops the process with exit code 2 and a message
+that names the flag, what it expects and what it got."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "FERRY_"
+
+
+class BatchingSettings(BaseModel):
+    """What a model's dynamic batcher may do. Also accepted per model under ``batching`` in ``ferry.json``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    batching: bool = Field(True, description="Batch concurrent requests (false: each request runs alone).")
+    max_batch_size: int = Field(64, ge=1, le=65536, description="Most rows in one batch.")
+    max_queue_delay_ms: float = Field(
+        0.0, ge=0, le=10_000, description="Extra wait for a fuller batch once an instance is idle (0: none)."
+    )
+    max_queue_rows: int = Field(8192, ge=1, description="Rows that may wait; beyond: 503 Overloaded.")
+    preferred_batch_sizes: tuple[int, ...] = Field(
+        (), description="Buckets batches are padded up to (CUDA graphs, TensorRT profiles), e.g. 1,8,32,64."
+    )
+    instances: int = Field(1, ge=1, le=64, description="Model instances (threads, CUDA streams) per model.")
+
+    @field_validator("preferred_batch_sizes", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(int(part) for part in value.split(",") if part.strip())
+        return value
+
+
+class ModelSettings(BatchingSettings):
+    """How to load and run a model."""
+
+    format: Literal["auto", "onnx", "torchscript", "torch_export", "mlflow"] = Field(
+        "auto", description="Model format; auto detects it from the files."
+    )
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$", description="cpu, cuda or cuda:N.")
+    dtype: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="Compute precision (torch on CUDA).")
+    cuda_graphs: bool = Field(False, description="Capture CUDA graphs per preferred batch size (torch).")
+    tensorrt: bool = Field(False, description="Prefer onnxruntime's TensorRT provider when present.")
+    intra_op_threads: int = Field(0, ge=0, le=256, description="Threads per model run; 0: the CPUs given.")
+    allow_unpickle: bool = Field(
+        False, description="Allow formats that unpickle Python objects (mlflow.pyfunc flavours)."
+    )
+    warmup: bool = Field(True, description="Run every batch bucket once before reporting ready.")
+    request_timeout_s: float = Field(60.0, gt=0, le=3600, description="Deadline for a request in the queue.")
+    max_request_rows: int = Field(65536, ge=1, description="Most rows one request may carry.")
+
+
+class PredictorSettings(ModelSettings):
+    """``ferry-predictor``: where the model is and how to serve it."""
+
+    model_name: str = Field(
+        "model", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$", description="Model name."
+    )
+    model_dir: str = Field(
+        "/mnt/models",
+        description="Local model directory or storage URI (s3://, gs://, https://, pvc://, models:/, runs:/). "
+        "A directory of model directories serves each as its own model.",
+    )
+    http_port: int = Field(8080, ge=0, le=65535, description="HTTP port (V1, V2 REST, Seldon, metrics).")
+    grpc_port: int = Field(8081, ge=0, le=65535, description="gRPC port (V2); 0 disables gRPC.")
+    host: str = Field("0.0.0.0", description="Address to bind.")
+    workers: int = Field(1, ge=1, le=1, description="Processes; Ferry uses one per pod (see README).")
+    server: Literal["ferry", "kserve"] = Field(
+        "ferry", description="ferry: the lean server; kserve: ModelServer."
+    )
+    max_body_bytes: int = Field(64 << 20, ge=1024, description="Largest HTTP request body (413 beyond).")
+    max_grpc_message_bytes: int = Field(64 << 20, ge=1024, description="Largest gRPC message.")
+    cache_dir: str = Field("/tmp/ferry-models", description="Where remote models are downloaded.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    log_format: Literal["text", "json"] = Field("text", description="Log line format.")
+    otel_endpoint: str = Field("", description="OTLP/HTTP endpoint for traces (empty: tracing off).")
+    drain_timeout_s: float = Field(30.0, ge=0, description="On SIGTERM, how long queued work may finish.")
+
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+
+
+def parse_settings(cls: type[BaseModel], argv: list[str] | None = None, *, prog: str | None = None) -> Any:
+    """Settings from flags (``--name=value`` or ``--name value``; dashes or underscores), then ``FERRY_NAME``
+    variables, then defaults. ``--dry_run`` prints the resolved settings and exits 0."""
+    parser = argparse.ArgumentParser(prog=prog, description=cls.__doc__, allow_abbrev=False)
+    for name, info in cls.model_fields.items():
+        flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+        parser.add_argument(
+            *flags, dest=name, default=None, metavar=_metavar(info.annotation), help=info.description
+        )
+    parser.add_argument(
+        "--dry_run", "--dry-run", action="store_true", help="Validate settings, print them, exit."
+    )
+    args = parser.parse_args(argv)
+    values: dict[str, Any] = {}
+    for name in cls.model_fields:
+        raw = getattr(args, name)
+        if raw is None:
+            raw = os.environ.get(ENV_PREFIX + name.upper())
+        if raw is not None:
+            values[name] = raw
+    try:
+        settings = cls.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"--{'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err.get('input')!r})"
+            for err in exc.errors()
+        )
+        parser.exit(2, f"{parser.prog}: invalid settings: {problems}\n")
+    if args.dry_run:
+        sys.stdout.write(settings.model_dump_json(indent=2) + "\n")
+        parser.exit(0)
+    return settings
+
+
+def _metavar(annotation: Any) -> str:
+    if typing.get_origin(annotation) is Literal:
+        return "{" + ",".join(str(a) for a in typing.get_args(annotation)) + "}"
+    if isinstance(annotation, types.UnionType):
+        return "VALUE"
+    return getattr(annotation, "__name__", "VALUE").upper()
+
+
+def available_cpus() -> int:
+    """CPUs this container may use: the cgroup quota when set, else the affinity mask."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            return max(1, int(-(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return len(os.sched_getaffinity(0))

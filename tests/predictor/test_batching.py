@@ -1,0 +1,239 @@
+"""The dynamic batcher, black-box: real runners (numpy and onnxruntime), real concurrency on one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+from ferry.batching import BatchingPolicy, BatchMetrics, DynamicBatcher
+from ferry.errors import BackendError, DeadlineExceeded, NotReady, Overloaded
+
+WEIGHTS = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+
+
+class Recorder(BatchMetrics):
+    def __init__(self):
+        self.batches: list[tuple[int, int]] = []
+        self.outcomes: list[str] = []
+
+    def batch(self, rows, padded_rows, compute_seconds):
+        self.batches.append((rows, padded_rows))
+
+    def outcome(self, outcome):
+        self.outcomes.append(outcome)
+
+
+def matmul(inputs):
+    return {"y": inputs["x"] @ WEIGHTS, "rows": inputs["x"][:, :1] * 0 + len(inputs["x"])}
+
+
+async def started(runner=matmul, instances=1, **policy) -> tuple[DynamicBatcher, Recorder]:
+    metrics = Recorder()
+    batcher = DynamicBatcher("m", [runner] * instances, BatchingPolicy(**policy), metrics)
+    await batcher.start()
+    return batcher, metrics
+
+
+async def test_concurrent_callers_each_get_exactly_their_rows_and_batches_form():
+    def slow(inputs):
+        time.sleep(0.002)  # a busy instance, so requests queue up behind it
+        return matmul(inputs)
+
+    batcher, metrics = await started(slow, max_batch_size=64)
+    xs = np.random.default_rng(1).normal(size=(500, 1, 4)).astype(np.float32)
+    results = await asyncio.gather(*(batcher.infer({"x": x}, 1, 10) for x in xs))
+    for x, result in zip(xs, results, strict=True):
+        np.testing.assert_allclose(result["y"], x @ WEIGHTS, atol=1e-5)
+    assert max(rows for rows, _ in metrics.batches) > 1
+    assert sum(rows for rows, _ in metrics.batches) == 500
+    assert all(rows <= 64 for rows, _ in metrics.batches)
+    await batcher.stop()
+
+
+async def test_requests_of_several_rows_and_oversized_requests_are_split_and_reassembled():
+    batcher, metrics = await started(max_batch_size=8)
+    x = np.arange(4 * 21, dtype=np.float32).reshape(21, 4)
+    result = await batcher.infer({"x": x}, 21, 10)
+    np.testing.assert_allclose(result["y"], x @ WEIGHTS, rtol=1e-6)
+    assert [rows for rows, _ in metrics.batches] == [8, 8, 5]
+    await batcher.stop()
+
+
+async def test_only_matching_shapes_share_a_batch():
+    seen = []
+
+    def runner(inputs):
+        seen.append(inputs["x"].shape)
+        time.sleep(0.001)
+        return {"y": inputs["x"].sum(axis=tuple(range(1, inputs["x"].ndim)))}
+
+    batcher, _ = await started(runner)
+    a = [batcher.infer({"x": np.ones((1, 3), np.float32)}, 1, 10) for _ in range(20)]
+    b = [batcher.infer({"x": np.ones((1, 5), np.float32)}, 1, 10) for _ in range(20)]
+    results = await asyncio.gather(*a, *b)
+    assert all(r["y"][0] == 3 for r in results[:20]) and all(r["y"][0] == 5 for r in results[20:])
+    assert {shape[1] for shape in seen} == {3, 5}
+    await batcher.stop()
+
+
+async def test_batches_are_padded_to_preferred_sizes_and_padding_is_stripped():
+    shapes = []
+
+    def runner(inputs):
+        shapes.append(len(inputs["x"]))
+        time.sleep(0.002)
+        return matmul(inputs)
+
+    batcher, metrics = await started(runner, max_batch_size=16, preferred_batch_sizes=(4, 16))
+    xs = np.random.default_rng(2).normal(size=(11, 1, 4)).astype(np.float32)
+    results = await asyncio.gather(*(batcher.infer({"x": x}, 1, 10) for x in xs))
+    for x, r in zip(xs, results, strict=True):
+        np.testing.assert_allclose(r["y"], x @ WEIGHTS, atol=1e-5)
+        assert r["y"].shape == (1, 3)
+    assert set(shapes) <= {4, 16}
+    assert any(padded > rows for rows, padded in metrics.batches)
+    await batcher.stop()
+
+
+async def test_queue_is_bounded_in_rows():
+    gate = threading.Event()
+
+    def blocked(inputs):
+        gate.wait(5)
+        return matmul(inputs)
+
+    batcher, metrics = await started(blocked, max_batch_size=4, max_queue_rows=10)
+    first = asyncio.ensure_future(batcher.infer({"x": np.ones((4, 4), np.float32)}, 4, 10))
+    await asyncio.sleep(0.05)  # the first batch is now running, the queue is empty
+    queued = [
+        asyncio.ensure_future(batcher.infer({"x": np.ones((5, 4), np.float32)}, 5, 10)) for _ in range(2)
+    ]
+    await asyncio.sleep(0.01)
+    with pytest.raises(Overloaded, match="10 rows queued, limit 10"):
+        await batcher.infer({"x": np.ones((1, 4), np.float32)}, 1, 10)
+    gate.set()
+    await asyncio.gather(first, *queued)
+    assert "overloaded" in metrics.outcomes
+    assert batcher.queued_rows == 0
+    await batcher.stop()
+
+
+async def test_deadline_expires_queued_request_and_the_batcher_keeps_serving():
+    gate = threading.Event()
+
+    def blocked(inputs):
+        gate.wait(5)
+        return matmul(inputs)
+
+    batcher, _ = await started(blocked)
+    running = asyncio.ensure_future(batcher.infer({"x": np.ones((1, 4), np.float32)}, 1, 10))
+    await asyncio.sleep(0.02)
+    with pytest.raises(DeadlineExceeded, match="deadline of 0.05 s"):
+        await batcher.infer({"x": np.ones((1, 4), np.float32)}, 1, 0.05)
+    assert batcher.queued_rows == 0  # the expired request left the queue
+    gate.set()
+    await running
+    assert (await batcher.infer({"x": np.ones((1, 4), np.float32)}, 1, 1))["y"].shape == (1, 3)
+    await batcher.stop()
+
+
+async def test_cancelled_caller_leaves_the_queue_and_is_not_computed():
+    gate, computed = threading.Event(), []
+
+    def blocked(inputs):
+        gate.wait(5)
+        computed.append(len(inputs["x"]))
+        return matmul(inputs)
+
+    batcher, _ = await started(blocked)
+    running = asyncio.ensure_future(batcher.infer({"x": np.ones((1, 4), np.float32)}, 1, 10))
+    await asyncio.sleep(0.02)
+    waiting = asyncio.ensure_future(batcher.infer({"x": np.ones((7, 4), np.float32)}, 7, 10))
+    await asyncio.sleep(0.01)
+    assert batcher.queued_rows == 7
+    waiting.cancel()
+    await asyncio.sleep(0)
+    assert batcher.queued_rows == 0
+    gate.set()
+    await running
+    await asyncio.sleep(0.05)
+    assert computed == [1]
+    await batcher.stop()
+
+
+async def test_a_failing_batch_fails_only_its_callers():
+    calls = []
+
+    def flaky(inputs):
+        calls.append(inputs["x"][0, 0])
+        if inputs["x"][0, 0] < 0:
+            raise RuntimeError("boom")
+        return matmul(inputs)
+
+    batcher, _ = await started(flaky)
+    with pytest.raises(BackendError, match="failed on a batch of 1 rows: RuntimeError: boom"):
+        await batcher.infer({"x": -np.ones((1, 4), np.float32)}, 1, 10)
+    ok = await batcher.infer({"x": np.ones((1, 4), np.float32)}, 1, 10)
+    np.testing.assert_allclose(ok["y"], np.ones((1, 4), np.float32) @ WEIGHTS, rtol=1e-6)
+    await batcher.stop()
+
+
+async def test_wrong_number_of_output_rows_is_a_backend_error():
+    batcher, _ = await started(lambda inputs: {"y": np.zeros((1, 3), np.float32)})
+    with pytest.raises(BackendError, match="broke the batch contract"):
+        await batcher.infer({"x": np.ones((2, 4), np.float32)}, 2, 10)
+    await batcher.stop()
+
+
+async def test_several_instances_run_batches_concurrently():
+    active, peak, lock = [0], [0], threading.Lock()
+
+    def runner(inputs):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.02)
+        with lock:
+            active[0] -= 1
+        return matmul(inputs)
+
+    batcher, _ = await started(runner, instances=2, max_batch_size=1)
+    await asyncio.gather(*(batcher.infer({"x": np.ones((1, 4), np.float32)}, 1, 10) for _ in range(6)))
+    assert peak[0] == 2
+    await batcher.stop()
+
+
+async def test_batching_off_runs_every_request_alone():
+    batcher, metrics = await started(enabled=False)
+    await asyncio.gather(*(batcher.infer({"x": np.ones((1, 4), np.float32)}, 1, 10) for _ in range(20)))
+    assert {rows for rows, _ in metrics.batches} == {1}
+    await batcher.stop()
+
+
+async def test_queue_delay_waits_for_a_fuller_batch():
+    batcher, metrics = await started(max_batch_size=64, max_queue_delay_s=0.05)
+    first = asyncio.ensure_future(batcher.infer({"x": np.ones((1, 4), np.float32)}, 1, 10))
+    await asyncio.sleep(0.01)
+    rest = [batcher.infer({"x": np.ones((1, 4), np.float32)}, 1, 10) for _ in range(9)]
+    await asyncio.gather(first, *rest)
+    assert metrics.batches[0][0] == 10
+    await batcher.stop()
+
+
+async def test_stop_drains_queued_work_then_refuses_new_work():
+    def slow(inputs):
+        time.sleep(0.01)
+        return matmul(inputs)
+
+    batcher, _ = await started(slow, max_batch_size=2)
+    pending = [
+        asyncio.ensure_future(batcher.infer({"x": np.ones((1, 4), np.float32)}, 1, 10)) for _ in range(10)
+    ]
+    await asyncio.sleep(0)
+    await batcher.stop()
+    assert all(p.done() and p.exception() is None for p in pending)
+    with pytest.raises(NotReady):
+        await batcher.infer({"x": np.ones((1, 4), np.float32)}, 1, 10)

@@ -1,0 +1,1 @@
+"""Shared test helpers: tiny real models built in a temporary directory, free ports, server processes."""

@@ -1,0 +1,69 @@
+"""Tiny real models, exported the ways Ferry serves them. Deterministic (fixed seeds)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+
+def mlp(in_features: int = 4, hidden: int = 16, out_features: int = 2, seed: int = 0):
+    import torch
+
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Linear(in_features, hidden),
+        torch.nn.ReLU(),
+        torch.nn.Linear(hidden, out_features),
+        torch.nn.Softmax(-1),
+    ).eval()
+
+
+def signature_json(in_features: int, out_features: int, name: str = "model") -> dict:
+    return {
+        "name": name,
+        "inputs": [{"name": "input-0", "datatype": "FP32", "shape": [-1, in_features]}],
+        "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, out_features]}],
+    }
+
+
+def export(module, directory: Path, fmt: str, in_features: int, out_features: int) -> Path:
+    """Write ``module`` into ``directory`` as onnx | torchscript | torch_export; returns the directory."""
+    import torch
+
+    directory.mkdir(parents=True, exist_ok=True)
+    example = torch.randn(3, in_features)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if fmt == "onnx":
+            torch.onnx.export(
+                module,
+                (example,),
+                str(directory / "model.onnx"),
+                input_names=["input-0"],
+                output_names=["probabilities"],
+                dynamic_axes={"input-0": {0: "batch"}, "probabilities": {0: "batch"}},
+                dynamo=False,
+                opset_version=17,
+            )
+        elif fmt == "torchscript":
+            torch.jit.trace(module, example).save(str(directory / "model.pt"))
+            (directory / "ferry.json").write_text(json.dumps(signature_json(in_features, out_features)))
+        elif fmt == "torch_export":
+            batch = torch.export.Dim("batch", min=1, max=65536)
+            program = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
+            torch.export.save(program, str(directory / "model.pt2"))
+            (directory / "ferry.json").write_text(json.dumps(signature_json(in_features, out_features)))
+        else:
+            raise ValueError(fmt)
+    return directory
+
+
+def reference(module, x: np.ndarray) -> np.ndarray:
+    """The unbatched result of ``module`` for every row of ``x``, one row at a time."""
+    import torch
+
+    with torch.inference_mode():
+        return np.concatenate([module(torch.from_numpy(row[None])).numpy() for row in x])

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import orjson
 
 from ferry.errors import InvalidInput
 
@@ -223,3 +224,21 @@ def _as_text(item: Any) -> Any:
 def _describe(value: Any) -> str:
     text = repr(value)
     return f"{type(value).__name__} {text[:40]}{'…' if len(text) > 40 else ''}"
+
+
+def dumps(value: Any) -> bytes:
+    """JSON bytes for a response that may hold numpy arrays and scalars (serialised natively by orjson)."""
+    return orjson.dumps(value, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _json_default(value: Any) -> Any:
+    # orjson hands over what it cannot write natively: BYTES (object) arrays, non-contiguous views, bytes.
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind in "SOU":
+            return np.vectorize(_as_text, otypes=[object])(value).tolist() if value.size else []
+        return np.ascontiguousarray(value)
+    if isinstance(value, bytes):
+        return _as_text(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot serialise {type(value).__name__} to JSON")

@@ -83,6 +83,7 @@ class Predictor:
         self.ready = False
         self.signature: Signature | None = None
         self.platform = ""
+        self.class_names: list[str] | None = None
         self.policy: BatchingPolicy | None = None
         self._backend: Backend | None = None
         self._batcher: DynamicBatcher | None = None
@@ -101,6 +102,7 @@ class Predictor:
             }
             settings = type(settings).model_validate(merged)
         signature = Signature.from_dict(metadata) if metadata.get("inputs") else None
+        self.class_names = metadata.get("class_names")
         self._backend = await asyncio.to_thread(create_backend, local, settings, signature)
         self.signature = self._backend.signature
         self.platform = self._backend.platform

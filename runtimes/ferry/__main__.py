@@ -1,0 +1,56 @@
+"""``ferry-predictor``: the composition root of the predictor image. Settings -> handlers -> front end -> serve."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ferry import logs, storage
+from ferry.errors import ServingError
+from ferry.model import Predictor
+from ferry.repository import Repository
+from ferry.settings import ModelSettings, PredictorSettings, parse_settings
+
+
+def build_repository(settings: PredictorSettings) -> Repository:
+    """One Predictor per model: ``model_dir`` itself, or each model directory in a model repository."""
+    cache = Path(settings.cache_dir)
+    model_settings = ModelSettings.model_validate(
+        {name: getattr(settings, name) for name in ModelSettings.model_fields}
+    )
+    if "://" in settings.model_dir and not settings.model_dir.startswith("file://"):
+        sources = {settings.model_name: settings.model_dir}
+    else:
+        sources = storage.discover(Path(settings.model_dir.removeprefix("file://")), settings.model_name)
+    return Repository([Predictor(name, source, model_settings, cache) for name, source in sources.items()])
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = parse_settings(PredictorSettings, argv, prog="ferry-predictor")
+    logs.configure(settings.log_level, settings.log_format)
+    try:
+        repository = build_repository(settings)
+    except ServingError as exc:
+        sys.stderr.write(f"ferry-predictor: {exc.message}\n")
+        return 2
+    if settings.server == "kserve":
+        from ferry.adapters.kserve import serve_with_kserve
+
+        return serve_with_kserve(repository, settings)
+    from ferry.server.app import ServeOptions, serve
+
+    return serve(
+        repository,
+        ServeOptions(
+            host=settings.host,
+            http_port=settings.http_port,
+            grpc_port=settings.grpc_port,
+            max_body_bytes=settings.max_body_bytes,
+            max_grpc_message_bytes=settings.max_grpc_message_bytes,
+            drain_timeout_s=settings.drain_timeout_s,
+        ),
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

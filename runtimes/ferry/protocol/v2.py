@@ -1,0 +1,125 @@
+"""Open Inference Protocol (V2) request/response bodies, JSON and the binary tensor data extension."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from ferry.codec import datatype_of, decode_binary, decode_json, encode_binary, json_data
+from ferry.errors import InvalidInput
+
+BINARY_HEADER = "inference-header-content-length"
+
+
+@dataclass
+class InferRequest:
+    inputs: dict[str, np.ndarray]
+    id: str | None = None
+    parameters: dict = field(default_factory=dict)
+    outputs: list[str] | None = None
+    binary_outputs: set[str] = field(default_factory=set)
+    binary_all: bool = False
+
+
+def parse_request(body: bytes, json_length: int | None = None) -> InferRequest:
+    """A V2 infer request. ``json_length`` is the Inference-Header-Content-Length (binary extension): the JSON
+    header is followed by the raw tensors, in input order, each ``parameters.binary_data_size`` bytes."""
+    view = memoryview(body)
+    if json_length is not None:
+        if not 0 < json_length <= len(body):
+            raise InvalidInput(
+                f"Inference-Header-Content-Length {json_length} is outside the body of {len(body)} bytes"
+            )
+        header, binary, offset = view[:json_length], view, json_length
+    else:
+        header, binary, offset = view, None, 0
+    try:
+        request = orjson.loads(header)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(request, dict):
+        raise InvalidInput(f"request body must be a JSON object, got {type(request).__name__}")
+    raw_inputs = request.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise InvalidInput(f"'inputs' must be a non-empty list of tensors, got {_kind(raw_inputs)}")
+    inputs: dict[str, np.ndarray] = {}
+    for index, tensor in enumerate(raw_inputs):
+        if not isinstance(tensor, dict):
+            raise InvalidInput(f"inputs[{index}] must be an object, got {_kind(tensor)}")
+        name = tensor.get("name")
+        if not isinstance(name, str) or not name:
+            raise InvalidInput(f"inputs[{index}].name must be a non-empty string, got {name!r}")
+        if name in inputs:
+            raise InvalidInput(f"input {name!r} appears twice")
+        params = tensor.get("parameters") or {}
+        size = params.get("binary_data_size") if isinstance(params, dict) else None
+        if size is not None:
+            if binary is None:
+                raise InvalidInput(f"input {name!r} has binary_data_size but the request has no binary part")
+            if not isinstance(size, int) or size < 0 or offset + size > len(body):
+                raise InvalidInput(
+                    f"input {name!r}: binary_data_size {size!r} overruns the body ({len(body)} bytes)"
+                )
+            inputs[name] = decode_binary(
+                name, tensor.get("datatype"), tensor.get("shape"), binary[offset : offset + size]
+            )
+            offset += size
+        else:
+            if "data" not in tensor:
+                raise InvalidInput(f"input {name!r} has neither 'data' nor parameters.binary_data_size")
+            inputs[name] = decode_json(name, tensor.get("datatype"), tensor.get("shape"), tensor["data"])
+    if binary is not None and offset != len(body):
+        raise InvalidInput(f"binary part has {len(body) - offset} bytes that no input claims")
+    parameters = request.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise InvalidInput(f"'parameters' must be an object, got {_kind(parameters)}")
+    parsed = InferRequest(inputs, _request_id(request.get("id")), parameters)
+    parsed.binary_all = bool(parameters.get("binary_data_output", False))
+    raw_outputs = request.get("outputs")
+    if raw_outputs is not None:
+        if not isinstance(raw_outputs, list):
+            raise InvalidInput(f"'outputs' must be a list, got {_kind(raw_outputs)}")
+        parsed.outputs = []
+        for index, out in enumerate(raw_outputs):
+            if not isinstance(out, dict) or not isinstance(out.get("name"), str):
+                raise InvalidInput(f"outputs[{index}] must be an object with a 'name', got {_kind(out)}")
+            parsed.outputs.append(out["name"])
+            if (out.get("parameters") or {}).get("binary_data"):
+                parsed.binary_outputs.add(out["name"])
+    return parsed
+
+
+def build_response(
+    model_name: str, model_version: str, request: InferRequest, outputs: dict[str, np.ndarray]
+) -> tuple[bytes, int | None]:
+    """(body, json_length): json_length is set when binary outputs follow the JSON header."""
+    tensors, buffers = [], []
+    for name, array in outputs.items():
+        tensor: dict[str, Any] = {"name": name, "datatype": datatype_of(array), "shape": list(array.shape)}
+        if request.binary_all or name in request.binary_outputs:
+            raw = encode_binary(array)
+            tensor["parameters"] = {"binary_data_size": len(raw)}
+            buffers.append(raw)
+        else:
+            tensor["data"] = json_data(array)
+        tensors.append(tensor)
+    response: dict[str, Any] = {"model_name": model_name, "model_version": model_version, "outputs": tensors}
+    if request.id is not None:
+        response["id"] = request.id
+    header = orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not buffers:
+        return header, None
+    return b"".join([header, *buffers]), len(header)
+
+
+def _request_id(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise InvalidInput(f"'id' must be a string, got {_kind(value)}")
+
+
+def _kind(value: Any) -> str:
+    return "nothing" if value is None else type(value).__name__

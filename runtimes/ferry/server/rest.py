@@ -1,0 +1,298 @@
+"""The HTTP front end: a plain ASGI app (no framework routing: at ~20k requests/s per core every
+microsecond counts). KServe V1, Open Inference Protocol V2 (JSON and binary), Seldon, Triton's model
+configuration, Prometheus metrics. Errors map to HTTP statuses in exactly one table, ``HTTP_STATUS``."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ferry import __version__
+from ferry.codec import dumps
+from ferry.context import request_headers
+from ferry.errors import ErrorCode, InvalidInput, ModelNotFound, PayloadTooLarge, ServingError
+from ferry.metrics import HTTP_REQUESTS, REGISTRY, REQUEST_SECONDS
+from ferry.protocol import v1, v2
+from ferry.repository import Repository
+
+log = logging.getLogger(__name__)
+
+HTTP_STATUS = {
+    ErrorCode.INVALID_ARGUMENT: 400,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.RESOURCE_EXHAUSTED: 413,
+    ErrorCode.UNAVAILABLE: 503,
+    ErrorCode.DEADLINE_EXCEEDED: 504,
+    ErrorCode.BAD_GATEWAY: 502,
+    ErrorCode.INTERNAL: 500,
+}
+EXTENSIONS = ["binary_tensor_data", "model_configuration", "kserve_v1", "seldon"]
+SELDON_PREDICT = {"/api/v1.0/predictions", "/api/v0.1/predictions", "/predict"}
+SELDON_EXPLAIN = {"/api/v1.0/explain", "/explain"}
+_JSON = b"application/json"
+
+
+class MethodNotAllowed(ServingError):
+    code = ErrorCode.INVALID_ARGUMENT
+
+
+class Response:
+    __slots__ = ("body", "content_type", "headers", "status")
+
+    def __init__(
+        self, body: bytes, status: int = 200, content_type: bytes = _JSON, headers: list | None = None
+    ):
+        self.body = body
+        self.status = status
+        self.content_type = content_type
+        self.headers = headers or []
+
+
+def _ok(value) -> Response:
+    return Response(dumps(value))
+
+
+class RestApp:
+    def __init__(
+        self,
+        repository: Repository,
+        *,
+        max_body_bytes: int = 64 << 20,
+        on_startup: Callable[[], Awaitable[None]] | None = None,
+        on_shutdown: Callable[[], Awaitable[None]] | None = None,
+        server_name: str = "ferry",
+    ):
+        self.repository = repository
+        self.max_body_bytes = max_body_bytes
+        self.on_startup = on_startup
+        self.on_shutdown = on_shutdown
+        self.server_name = server_name
+        self._seconds = {p: REQUEST_SECONDS.labels(p) for p in ("v1", "v2", "seldon")}
+        self._counts: dict[tuple[str, int], object] = {}
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive, send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    if self.on_startup:
+                        await self.on_startup()
+                except Exception as exc:
+                    log.exception("start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self.on_shutdown:
+                    await self.on_shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope, receive, send) -> None:
+        started = time.perf_counter()
+        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+        request_id = headers.get("x-request-id") or uuid.uuid4().hex
+        headers["x-request-id"] = request_id
+        token = request_headers.set(headers)
+        protocol = "other"
+        try:
+            protocol, response = await self._route(scope["method"], scope["path"], headers, receive)
+        except ServingError as exc:
+            response = self._error(exc, scope["path"])
+        except Exception:
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            response = Response(dumps({"error": "internal server error"}), 500)
+        finally:
+            request_headers.reset(token)
+        extra = [(b"x-request-id", request_id.encode("latin-1"))]
+        if "traceparent" in headers:
+            extra.append((b"traceparent", headers["traceparent"].encode("latin-1")))
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status,
+                "headers": [
+                    (b"content-type", response.content_type),
+                    (b"content-length", str(len(response.body)).encode()),
+                    *extra,
+                    *response.headers,
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": response.body})
+        if protocol in self._seconds:
+            self._seconds[protocol].observe(time.perf_counter() - started)
+        key = (protocol, response.status)
+        counter = self._counts.get(key)
+        if counter is None:
+            counter = self._counts[key] = HTTP_REQUESTS.labels(protocol, f"{response.status // 100}xx")
+        counter.inc()
+
+    def _error(self, exc: ServingError, path: str) -> Response:
+        status = 405 if isinstance(exc, MethodNotAllowed) else HTTP_STATUS[exc.code]
+        if status >= 500 and status != 503:
+            log.warning("%s -> %d: %s", path, status, exc.message)
+        headers = [(b"retry-after", str(int(exc.retry_after)).encode())] if exc.retry_after else []
+        if path in SELDON_PREDICT or path in SELDON_EXPLAIN:
+            body = {
+                "status": {"code": status, "info": exc.message, "reason": exc.code.value, "status": "FAILURE"}
+            }
+        else:
+            body = {"error": exc.message}
+        return Response(dumps(body), status, headers=headers)
+
+    async def _body(self, headers: dict[str, str], receive) -> bytes:
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise PayloadTooLarge(
+                f"request body of {declared} bytes exceeds the limit of {self.max_body_bytes}"
+            )
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > self.max_body_bytes:
+                    raise PayloadTooLarge(f"request body exceeds the limit of {self.max_body_bytes} bytes")
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _json_body(self, headers, receive):
+        body = await self._body(headers, receive)
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidInput(f"request body is not valid JSON: {exc}") from None
+
+    async def _route(self, method: str, path: str, headers: dict, receive) -> tuple[str, Response]:
+        parts = path.strip("/").split("/")
+        head = parts[0]
+        if head == "v2":
+            return "v2", await self._v2(method, parts[1:], headers, receive)
+        if head == "v1":
+            return "v1", await self._v1(method, parts[1:], headers, receive)
+        if path in SELDON_PREDICT:
+            _expect(method, "POST")
+            return "seldon", await self._seldon_predict(headers, receive)
+        if path in SELDON_EXPLAIN:
+            _expect(method, "POST")
+            handler = self.repository.ready(self.repository.default.name)
+            return "seldon", _ok(await _explain(handler, await self._json_body(headers, receive)))
+        if path == "/metrics":
+            return "other", Response(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST.encode())
+        if path in ("/", "/health/ping", "/live"):
+            return "other", _ok({"status": "alive"})
+        if path in ("/health/status", "/ready"):
+            return "other", self._readiness()
+        raise ModelNotFound(f"no route for {method} {path}")
+
+    def _readiness(self) -> Response:
+        ready = self.repository.all_ready
+        return Response(dumps({"ready": ready}), 200 if ready else 503)
+
+    async def _v2(self, method: str, parts: list[str], headers: dict, receive) -> Response:
+        if not parts:
+            return _ok({"name": self.server_name, "version": __version__, "extensions": EXTENSIONS})
+        if parts[0] == "health" and len(parts) == 2:
+            if parts[1] == "live":
+                return _ok({"live": True})
+            if parts[1] == "ready":
+                return self._readiness()
+        if parts[0] == "models" and len(parts) >= 2:
+            name, rest, version = parts[1], parts[2:], None
+            if rest[:1] == ["versions"] and len(rest) >= 2:
+                version, rest = rest[1], rest[2:]
+            action = rest[0] if rest else ""
+            if action == "infer" and len(rest) == 1:
+                _expect(method, "POST")
+                return await self._v2_infer(name, version, headers, receive)
+            if action == "" and not rest:
+                return _ok(self.repository.get(name, version).metadata())
+            if action == "ready" and len(rest) == 1:
+                handler = self.repository.get(name, version)
+                ready = handler.ready and not self.repository.draining
+                return Response(dumps({"name": name, "ready": ready}), 200 if ready else 503)
+            if action == "config" and len(rest) == 1:
+                handler = self.repository.get(name, version)
+                config = getattr(handler, "triton_config", None)
+                if config is None:
+                    raise ModelNotFound(f"model {name!r} has no Triton model configuration")
+                return _ok(config())
+        raise ModelNotFound(f"no V2 route for {method} /v2/{'/'.join(parts)}")
+
+    async def _v2_infer(self, name: str, version: str | None, headers: dict, receive) -> Response:
+        handler = self.repository.ready(name, version)
+        body = await self._body(headers, receive)
+        json_length = headers.get(v2.BINARY_HEADER)
+        if json_length is not None and not json_length.isdigit():
+            raise InvalidInput(f"Inference-Header-Content-Length must be an integer, got {json_length!r}")
+        request = v2.parse_request(body, int(json_length) if json_length is not None else None)
+        outputs = await handler.infer(request.inputs, request.outputs)
+        payload, header_length = v2.build_response(handler.name, handler.version, request, outputs)
+        if header_length is None:
+            return Response(payload)
+        return Response(
+            payload,
+            content_type=b"application/octet-stream",
+            headers=[(b"inference-header-content-length", str(header_length).encode())],
+        )
+
+    async def _v1(self, method: str, parts: list[str], headers: dict, receive) -> Response:
+        if parts == ["models"]:
+            return _ok({"models": self.repository.names})
+        if len(parts) == 2 and parts[0] == "models":
+            name, _, verb = parts[1].partition(":")
+            if not verb:
+                handler = self.repository.get(name)
+                return _ok({"name": name, "ready": handler.ready and not self.repository.draining})
+            _expect(method, "POST")
+            handler = self.repository.ready(name)
+            body = await self._json_body(headers, receive)
+            if verb == "predict":
+                custom = getattr(handler, "predict_v1", None)
+                if custom is not None:
+                    return _ok(await custom(body))
+                outputs = await handler.infer(v1.decode_v1(body, handler.signature))
+                return _ok(v1.encode_v1(outputs))
+            if verb == "explain":
+                return _ok(await _explain(handler, body))
+        raise ModelNotFound(f"no V1 route for {method} /v1/{'/'.join(parts)}")
+
+    async def _seldon_predict(self, headers: dict, receive) -> Response:
+        handler = self.repository.ready(self.repository.default.name)
+        body = await self._json_body(headers, receive)
+        inputs, form = v1.decode_seldon(body, handler.signature)
+        outputs = await handler.infer(inputs)
+        names = getattr(handler, "class_names", None)
+        meta = {"requestPath": {handler.name: f"ferry:{__version__}"}}
+        if isinstance(body.get("meta"), dict) and "puid" in body["meta"]:
+            meta["puid"] = body["meta"]["puid"]
+        return _ok(v1.encode_seldon(outputs, form, names, meta))
+
+
+async def _explain(handler, body) -> dict:
+    explain = getattr(handler, "explain_v1", None)
+    if explain is None:
+        raise ModelNotFound(
+            f"model {handler.name!r} does not explain; KServe routes :explain to the InferenceService's explainer"
+        )
+    return await explain(body)
+
+
+def _expect(method: str, wanted: str) -> None:
+    if method != wanted:
+        raise MethodNotAllowed(f"method {method} is not allowed here; use {wanted}")

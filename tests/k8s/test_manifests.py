@@ -216,8 +216,8 @@ def _seldon_errors(where: str, spec: dict[str, Any]) -> list[str]:
         if total != 100:
             errors.append(f"{where}: traffic over non-shadow predictors sums to {total}, not 100")
     for p in predictors:
-        containers = {
-            c["name"]
+        images = {
+            c["name"]: c.get("image")
             for cs in p.get("componentSpecs") or []
             for c in ((cs.get("spec") or {}).get("containers") or [])
         }
@@ -232,17 +232,13 @@ def _seldon_errors(where: str, spec: dict[str, Any]) -> list[str]:
                 errors.append(f"{at}: router implementation {impl!r} is not a router")
             if impl in SELDON_ROUTERS and len(node.get("children") or []) < 2:
                 errors.append(f"{at}: router {impl} needs at least two children")
-            if impl is None and node["name"] not in containers:
+            if impl is None and node["name"] not in images:
                 errors.append(f"{at}: no implementation and no container named {node['name']!r}")
-            if (
-                impl is not None
-                and impl not in SELDON_ROUTERS | {"AVERAGE_COMBINER"}
-                and node["name"] in containers
-            ):
-                if impl not in {"UNKNOWN_IMPLEMENTATION"}:
-                    errors.append(
-                        f"{at}: implementation {impl} replaces the custom container {node['name']!r}; drop it"
-                    )
+            if impl is not None and images.get(node["name"]):
+                # A prepackaged server with a custom image runs Seldon's server, not the image's entrypoint.
+                errors.append(
+                    f"{at}: implementation {impl} with custom image {images[node['name']]}; drop one"
+                )
             if impl == "RANDOM_ABTEST":
                 ratio = {q["name"]: q for q in node.get("parameters") or []}.get("ratioA")
                 if ratio is None or ratio.get("type") != "FLOAT" or not 0 <= float(ratio["value"]) <= 1:

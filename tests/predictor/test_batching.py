@@ -131,7 +131,7 @@ async def test_deadline_expires_queued_request_and_the_batcher_keeps_serving():
     batcher, _ = await started(blocked)
     running = asyncio.ensure_future(batcher.infer({"x": np.ones((1, 4), np.float32)}, 1, 10))
     await asyncio.sleep(0.02)
-    with pytest.raises(DeadlineExceeded, match="deadline of 0.05 s"):
+    with pytest.raises(DeadlineExceeded, match=r"deadline of 0\.05 s"):
         await batcher.infer({"x": np.ones((1, 4), np.float32)}, 1, 0.05)
     assert batcher.queued_rows == 0  # the expired request left the queue
     gate.set()

@@ -686,3 +686,11 @@ def test_mlserver_containers() -> None:
             check=False,
         )
         assert result.returncode == 0, f"{where}:\n{result.stderr}"
+
+
+def test_entrypoint_check_catches_a_bad_flag() -> None:
+    binary = ENTRYPOINTS["ghcr.io/ferry-serving/predictor"]
+    if not binary.exists() or not _module_exists(binary.parent / "python", _entry_module(binary) or "ferry"):
+        pytest.skip("ferry-predictor not installed yet")
+    result = _run_dry(binary, ["--model_name=x", "--max_batch_size=0"], {})
+    assert result.returncode == 2 and "max_batch_size" in result.stderr, result.stderr

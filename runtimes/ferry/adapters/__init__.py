@@ -1,0 +1,1 @@
+"""Thin adapters that put Ferry handlers inside other servers (KServe ModelServer, MLServer)."""

@@ -1,0 +1,21 @@
+# The two commands a newcomer needs:
+#   make up     build what is missing (environments, demo models, feature store) and serve the local stack
+#   make test   every test in every environment, plus lint
+.PHONY: up test envs demo lint format
+up: envs
+	.venv/bin/ferry up
+
+test:
+	scripts/test.sh
+
+envs:
+	scripts/envs.sh all
+
+demo: envs
+	.venv/bin/ferry demo --out .ferry/demo
+
+lint:
+	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+
+format:
+	.venv/bin/ruff check --fix . && .venv/bin/ruff format .

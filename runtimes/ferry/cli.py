@@ -1,0 +1,219 @@
+"""``ferry``: the project's own commands.
+
+- ``ferry demo --out DIR``  build the demo artifacts (models, MLflow registry, feature data) into DIR.
+- ``ferry up``              the local stack on loopback: predictor (8080 HTTP / 8081 gRPC), Feast transformer (8090)
+                            and explainer (8100) for the demo churn model; builds what is missing first.
+- ``ferry up --check``      send the seed's client requests through a running stack; exit 0 only if all answer right.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_DEMO_DIR = REPO / ".ferry" / "demo"
+
+
+@dataclass
+class Component:
+    name: str
+    command: list[str]
+    ready_url: str
+    endpoints: list[str]
+
+
+def _venv_bin(venv: str, program: str) -> str:
+    return str(REPO / venv / "bin" / program)
+
+
+def stack(demo: Path, args: argparse.Namespace) -> list[Component]:
+    """The processes of the local stack, each started from its own image's environment."""
+    predictor = f"http://127.0.0.1:{args.predictor_port}"
+    components = [
+        Component(
+            "predictor",
+            [
+                _venv_bin(".venv", "ferry-predictor"),
+                "--model_name=churn",
+                f"--model_dir={demo / 'churn' / 'onnx'}",
+                f"--http_port={args.predictor_port}",
+                f"--grpc_port={args.predictor_grpc_port}",
+                "--host=127.0.0.1",
+            ],
+            f"{predictor}/v2/health/ready",
+            [
+                f"{predictor}/v2/models/churn/infer   (V2 REST; gRPC on 127.0.0.1:{args.predictor_grpc_port})",
+                f"{predictor}/v1/models/churn:predict (KServe V1)",
+                f"{predictor}/api/v1.0/predictions    (Seldon)",
+                f"{predictor}/metrics",
+            ],
+        )
+    ]
+    transformer_bin = _venv_bin(".venv", "ferry-transformer")
+    if _module_exists(".venv", "ferry_feast.__main__"):
+        url = f"http://127.0.0.1:{args.transformer_port}"
+        components.append(
+            Component(
+                "transformer",
+                [
+                    transformer_bin,
+                    "--model_name=churn-transformer",
+                    f"--predictor_host=127.0.0.1:{args.predictor_port}",
+                    "--predictor_model_name=churn",
+                    "--predictor_protocol=v2",
+                    f"--http_port={args.transformer_port}",
+                    "--grpc_port=0",
+                    f"--feature_repo={demo / 'feature_repo'}",
+                    "--online_store=sqlite",
+                    "--prepare",
+                ],
+                f"{url}/v2/health/ready",
+                [f"{url}/v1/models/churn-transformer:predict  (customer ids in)"],
+            )
+        )
+    if _module_exists(".venv-explainer", "ferry_explain.__main__"):
+        url = f"http://127.0.0.1:{args.explainer_port}"
+        components.append(
+            Component(
+                "explainer",
+                [
+                    _venv_bin(".venv-explainer", "ferry-explainer"),
+                    "--model_name=churn",
+                    f"--predictor_host=127.0.0.1:{args.predictor_port}",
+                    "--predictor_protocol=v2",
+                    f"--http_port={args.explainer_port}",
+                    "--explainer_type=AnchorTabular",
+                    f"--reference_uri={demo / 'churn' / 'reference.csv'}",
+                ],
+                f"{url}/v2/health/ready",
+                [f"{url}/v1/models/churn:explain  (KServe)", f"{url}/api/v1.0/explain  (Seldon)"],
+            )
+        )
+    return components
+
+
+def _module_exists(venv: str, module: str) -> bool:
+    python = REPO / venv / "bin" / "python"
+    if not python.exists():
+        return False
+    probe = f"import importlib.util, sys; sys.exit(0 if importlib.util.find_spec({module!r}) else 1)"
+    return subprocess.run([str(python), "-c", probe], capture_output=True).returncode == 0
+
+
+def ensure_demo(demo: Path) -> None:
+    if (demo / "manifest.json").exists():
+        return
+    from ferry.demo import build
+
+    print(f"==> building demo artifacts into {demo}")
+    build(demo)
+
+
+def _wait_ready(component: Component, process: subprocess.Popen, timeout: float) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"ferry up: {component.name} exited with code {process.returncode}")
+        try:
+            if httpx.get(component.ready_url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"ferry up: {component.name} not ready within {timeout:.0f} s ({component.ready_url})")
+
+
+def up(args: argparse.Namespace) -> int:
+    demo = Path(args.demo_dir)
+    if args.check:
+        from ferry.stack_check import run_checks
+
+        return run_checks(args)
+    ensure_demo(demo)
+    processes: list[tuple[Component, subprocess.Popen]] = []
+
+    def stop_all(*_):
+        for _, process in reversed(processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for _, process in processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(0)))
+    try:
+        for component in stack(demo, args):
+            print(f"==> starting {component.name}")
+            process = subprocess.Popen(
+                component.command, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+            )
+            processes.append((component, process))
+            _wait_ready(component, process, args.timeout)
+        print("\nFerry's local stack is up:")
+        for component, _ in processes:
+            print(f"  {component.name}:")
+            for endpoint in component.endpoints:
+                print(f"    {endpoint}")
+        print(
+            "\nTry:\n"
+            f"  curl -s -XPOST http://127.0.0.1:{args.predictor_port}/v2/models/churn/infer \\\n"
+            '    -d \'{"inputs":[{"name":"input-0","shape":[1,4],"datatype":"FP32","data":[[24,65.5,1572.0,1]]}]}\'\n'
+            "  ferry up --check      (from another shell: the seed's client requests against this stack)\n"
+            "Ctrl-C stops everything."
+        )
+        while all(process.poll() is None for _, process in processes):
+            time.sleep(0.5)
+        failed = [c.name for c, p in processes if p.poll() is not None]
+        print(f"ferry up: {', '.join(failed)} stopped; shutting down", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\n==> stopping")
+        return 0
+    finally:
+        stop_all()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="ferry", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="build the demo artifacts")
+    demo.add_argument("--out", default=str(DEFAULT_DEMO_DIR), help="output directory (default .ferry/demo)")
+    demo.add_argument("--quick", action="store_true", help="small, fast versions (for tests)")
+    run = sub.add_parser("up", help="serve the local stack")
+    run.add_argument("--demo_dir", "--demo-dir", default=str(DEFAULT_DEMO_DIR))
+    run.add_argument("--predictor_port", type=int, default=8080)
+    run.add_argument("--predictor_grpc_port", type=int, default=8081)
+    run.add_argument("--transformer_port", type=int, default=8090)
+    run.add_argument("--explainer_port", type=int, default=8100)
+    run.add_argument(
+        "--timeout", type=float, default=300, help="seconds each component may take to get ready"
+    )
+    run.add_argument(
+        "--check", action="store_true", help="check a running stack with the seed's client requests"
+    )
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        from ferry.demo import build
+
+        result = build(Path(args.out), quick=args.quick)
+        print(json.dumps({k: v for k, v in result.items() if k != "files"}, indent=2, default=str)[:2000])
+        return 0
+    return up(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -206,7 +206,7 @@ def _unpack_bytes(buffer: memoryview, field: str) -> np.ndarray:
 def _pack_bytes(array: np.ndarray) -> bytes:
     parts = []
     for item in array.reshape(-1):
-        raw = item if isinstance(item, bytes) else str(item).encode()
+        raw = item if isinstance(item, bytes) else str(item).encode("utf-8", "surrogateescape")
         parts.append(struct.pack("<I", len(raw)))
         parts.append(raw)
     return b"".join(parts)

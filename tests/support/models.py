@@ -67,3 +67,35 @@ def reference(module, x: np.ndarray) -> np.ndarray:
 
     with torch.inference_mode():
         return np.concatenate([module(torch.from_numpy(row[None])).numpy() for row in x])
+
+
+def typed_onnx(directory: Path) -> Path:
+    """An ONNX model with INT64, BOOL and BYTES tensors: ints*2, not(flags), echo(strings)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    directory.mkdir(parents=True, exist_ok=True)
+    two = helper.make_tensor("two", TensorProto.INT64, [], [2])
+    graph = helper.make_graph(
+        [
+            helper.make_node("Mul", ["ints", "two"], ["ints_doubled"]),
+            helper.make_node("Not", ["flags"], ["flags_not"]),
+            helper.make_node("Identity", ["strings"], ["echo"]),
+        ],
+        "typed",
+        [
+            helper.make_tensor_value_info("ints", TensorProto.INT64, ["batch", 3]),
+            helper.make_tensor_value_info("flags", TensorProto.BOOL, ["batch", 3]),
+            helper.make_tensor_value_info("strings", TensorProto.STRING, ["batch", 1]),
+        ],
+        [
+            helper.make_tensor_value_info("ints_doubled", TensorProto.INT64, ["batch", 3]),
+            helper.make_tensor_value_info("flags_not", TensorProto.BOOL, ["batch", 3]),
+            helper.make_tensor_value_info("echo", TensorProto.STRING, ["batch", 1]),
+        ],
+        [two],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(directory / "model.onnx"))
+    return directory

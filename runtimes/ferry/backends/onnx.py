@@ -59,6 +59,7 @@ class OnnxBackend:
             tuple(_spec(arg) for arg in self._session.get_outputs()),
         )
         self._output_names = self.signature.output_names
+        self._string_inputs = [spec.name for spec in self.signature.inputs if spec.datatype == "BYTES"]
         log.info("onnx model %s on %s (providers %s)", path.name, device, self._session.get_providers())
 
     @staticmethod
@@ -84,12 +85,23 @@ class OnnxBackend:
         return [self._make_cuda_runner() for _ in range(instances)]
 
     def _run_cpu(self, inputs: Tensors) -> Tensors:
+        if self._string_inputs:
+            inputs = self._decode_strings(inputs)
         return dict(zip(self._output_names, self._session.run(self._output_names, inputs), strict=True))
+
+    def _decode_strings(self, inputs: Tensors) -> Tensors:
+        # onnxruntime string tensors take Python str; BYTES tensors hold bytes (str() would give "b'...'").
+        decoded = dict(inputs)
+        for name in self._string_inputs:
+            decoded[name] = np.vectorize(_text, otypes=[object])(inputs[name])
+        return decoded
 
     def _make_cuda_runner(self) -> Runner:
         device_id = int(self.device.partition(":")[2] or 0)
 
         def run(inputs: Tensors) -> Tensors:
+            if self._string_inputs:
+                inputs = self._decode_strings(inputs)
             # IO binding: inputs are copied to the device once, outputs stay there until the copy back.
             binding = self._session.io_binding()
             for name, array in inputs.items():
@@ -117,3 +129,7 @@ def _spec(arg) -> TensorSpec:
             "tensor %r has a fixed first dimension %d; batching needs a dynamic one", arg.name, shape[0]
         )
     return TensorSpec(arg.name, datatype, shape)
+
+
+def _text(item) -> str:
+    return item.decode("utf-8", "surrogateescape") if isinstance(item, bytes) else str(item)

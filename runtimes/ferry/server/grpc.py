@@ -16,7 +16,7 @@ from ferry.context import request_headers
 from ferry.errors import ErrorCode, InvalidInput, ServingError
 from ferry.metrics import GRPC_REQUESTS
 from ferry.protocol import grpc_predict_v2_pb2 as pb
-from ferry.protocol import grpc_predict_v2_pb2_grpc as pb_grpc
+from ferry.protocol.oip_grpc import generic_handler
 from ferry.repository import Repository
 from ferry.server.rest import EXTENSIONS
 
@@ -82,7 +82,7 @@ def decode_request(request: pb.ModelInferRequest) -> dict[str, np.ndarray]:
     return inputs
 
 
-class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+class InferenceServicer:
     def __init__(self, repository: Repository, server_name: str = "ferry"):
         self.repository = repository
         self.server_name = server_name
@@ -165,6 +165,6 @@ def create_server(repository: Repository, port: int, host: str, max_message_byte
             ("grpc.so_reuseport", 0),
         ]
     )
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(repository), server)
+    server.add_generic_rpc_handlers((generic_handler(InferenceServicer(repository)),))
     server.add_insecure_port(f"{host}:{port}")
     return server

@@ -1,0 +1,51 @@
+"""The ``inference.GRPCInferenceService`` methods, by wire path, for servers and clients.
+
+Registered by hand rather than through generated service stubs so that Ferry's message classes (package
+``ferry.oip``) never clash with kserve's or tritonclient's in one process."""
+
+from __future__ import annotations
+
+import grpc
+
+from ferry.protocol import grpc_predict_v2_pb2 as pb
+
+SERVICE = "inference.GRPCInferenceService"
+
+#: method name -> (request class, response class)
+METHODS = {
+    "ServerLive": (pb.ServerLiveRequest, pb.ServerLiveResponse),
+    "ServerReady": (pb.ServerReadyRequest, pb.ServerReadyResponse),
+    "ModelReady": (pb.ModelReadyRequest, pb.ModelReadyResponse),
+    "ServerMetadata": (pb.ServerMetadataRequest, pb.ServerMetadataResponse),
+    "ModelMetadata": (pb.ModelMetadataRequest, pb.ModelMetadataResponse),
+    "ModelInfer": (pb.ModelInferRequest, pb.ModelInferResponse),
+}
+
+
+def generic_handler(servicer) -> grpc.GenericRpcHandler:
+    """Route each method path to the servicer's coroutine of the same name."""
+    handlers = {
+        name: grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, name),
+            request_deserializer=request.FromString,
+            response_serializer=response.SerializeToString,
+        )
+        for name, (request, response) in METHODS.items()
+    }
+    return grpc.method_handlers_generic_handler(SERVICE, handlers)
+
+
+class Stub:
+    """A client for the service on a grpc (or grpc.aio) channel: ``await stub.ModelInfer(request, timeout=…)``."""
+
+    def __init__(self, channel):
+        for name, (request, response) in METHODS.items():
+            setattr(
+                self,
+                name,
+                channel.unary_unary(
+                    f"/{SERVICE}/{name}",
+                    request_serializer=request.SerializeToString,
+                    response_deserializer=response.FromString,
+                ),
+            )

@@ -1,0 +1,247 @@
+"""Every front end returns the same numbers for the same inputs (golden pairs), through real clients."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import numpy as np
+import pytest
+
+SEED_ROWS = [[24, 65.5, 1572.0, 1], [12, 45.0, 540.0, 0]]  # the seed's KServe client instances
+GOLDEN = np.array([*SEED_ROWS, [70, 110.0, 7700.0, 2], [1, 20.0, 20.0, 0]], dtype=np.float32)
+MODELS = ["churn", "churn-ts", "churn-pt2"]
+
+
+def v2_body(rows, nested=True, **extra):
+    data = rows.tolist() if nested else rows.reshape(-1).tolist()
+    return {
+        "inputs": [{"name": "input-0", "shape": list(rows.shape), "datatype": "FP32", "data": data}],
+        **extra,
+    }
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("nested", [True, False])
+def test_v2_json(server, reference, model, nested):
+    response = httpx.post(f"{server.url}/v2/models/{model}/infer", json=v2_body(GOLDEN, nested, id="req-7"))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["id"] == "req-7" and body["model_name"] == model
+    out = body["outputs"][0]
+    assert out["name"] == "probabilities" and out["datatype"] == "FP32" and out["shape"] == [4, 2]
+    np.testing.assert_allclose(np.array(out["data"]).reshape(4, 2), reference(GOLDEN), atol=1e-5)
+
+
+def test_seed_verification_request(server, reference):
+    # verify_model_serving.sh's request, with the seed's model name swapped for ours
+    payload = '{"inputs":[{"name":"input-0","shape":[1,4],"datatype":"FP32","data":[[24,65.5,1572.0,1]]}]}'
+    response = httpx.post(
+        f"{server.url}/v2/models/churn/infer", content=payload, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 200
+    np.testing.assert_allclose(response.json()["outputs"][0]["data"], reference(GOLDEN[:1])[0], atol=1e-5)
+
+
+def test_v1_instances_and_columnar(server, reference):
+    response = httpx.post(f"{server.url}/v1/models/churn:predict", json={"instances": GOLDEN.tolist()})
+    assert response.status_code == 200, response.text
+    np.testing.assert_allclose(response.json()["predictions"], reference(GOLDEN), atol=1e-5)
+    response = httpx.post(
+        f"{server.url}/v1/models/churn:predict", json={"inputs": {"input-0": GOLDEN.tolist()}}
+    )
+    np.testing.assert_allclose(response.json()["predictions"], reference(GOLDEN), atol=1e-5)
+    assert httpx.get(f"{server.url}/v1/models").json() == {
+        "models": ["churn", "churn-pt2", "churn-ts", "typed"]
+    }
+    assert httpx.get(f"{server.url}/v1/models/churn").json() == {"name": "churn", "ready": True}
+
+
+def test_seldon_ndarray_and_tensor(server, reference):
+    names = ["tenure", "monthly_charges", "total_charges", "contract"]
+    response = httpx.post(
+        f"{server.url}/api/v1.0/predictions", json={"data": {"ndarray": SEED_ROWS, "names": names}}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["data"]["names"] == ["no_churn", "churn"]
+    np.testing.assert_allclose(body["data"]["ndarray"], reference(GOLDEN[:2]), atol=1e-5)
+    assert "requestPath" in body["meta"]
+    tensor = {"data": {"tensor": {"shape": [4, 4], "values": GOLDEN.reshape(-1).tolist()}}}
+    body = httpx.post(f"{server.url}/predict", json=tensor).json()
+    assert body["data"]["tensor"]["shape"] == [4, 2]
+    np.testing.assert_allclose(
+        np.reshape(body["data"]["tensor"]["values"], (4, 2)), reference(GOLDEN), atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("binary_output", [True, False])
+def test_tritonclient_http_binary(server, reference, binary_output):
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(f"127.0.0.1:{server.http_port}")
+    tensor = triton.InferInput("input-0", list(GOLDEN.shape), "FP32")
+    tensor.set_data_from_numpy(GOLDEN, binary_data=True)
+    result = client.infer(
+        "churn", [tensor], outputs=[triton.InferRequestedOutput("probabilities", binary_data=binary_output)]
+    )
+    np.testing.assert_allclose(result.as_numpy("probabilities"), reference(GOLDEN), atol=1e-5)
+    assert client.is_server_ready() and client.is_model_ready("churn")
+    assert client.get_model_metadata("churn")["inputs"][0]["shape"] == [-1, 4]
+    config = client.get_model_config("churn")
+    assert config["max_batch_size"] == 64 and config["input"][0]["dims"] == [4]
+
+
+def test_tritonclient_grpc(server, reference):
+    import tritonclient.grpc as triton
+
+    client = triton.InferenceServerClient(server.grpc_address)
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("churn")
+    meta = client.get_model_metadata("churn", as_json=True)
+    assert meta["inputs"][0]["datatype"] == "FP32"
+    for model in MODELS:
+        tensor = triton.InferInput("input-0", list(GOLDEN.shape), "FP32")
+        tensor.set_data_from_numpy(GOLDEN)
+        result = client.infer(model, [tensor], request_id="g-1")
+        np.testing.assert_allclose(result.as_numpy("probabilities"), reference(GOLDEN), atol=1e-5)
+        assert result.get_response().id == "g-1"
+
+
+def test_typed_tensors_over_every_transport(server):
+    import tritonclient.grpc as triton_grpc
+    import tritonclient.http as triton_http
+
+    ints = np.array([[1, -2, 3], [4, 5, 2**40]], dtype=np.int64)
+    flags = np.array([[True, False, True], [False, False, True]])
+    strings = np.array([[b"caf\xc3\xa9"], [b"x"]], dtype=object)
+    for module, address in (
+        (triton_http, f"127.0.0.1:{server.http_port}"),
+        (triton_grpc, server.grpc_address),
+    ):
+        client = module.InferenceServerClient(address)
+        tensors = []
+        for name, array, datatype in (
+            ("ints", ints, "INT64"),
+            ("flags", flags, "BOOL"),
+            ("strings", strings, "BYTES"),
+        ):
+            tensor = module.InferInput(name, list(array.shape), datatype)
+            tensor.set_data_from_numpy(array)
+            tensors.append(tensor)
+        result = client.infer("typed", tensors)
+        np.testing.assert_array_equal(result.as_numpy("ints_doubled"), ints * 2)
+        np.testing.assert_array_equal(result.as_numpy("flags_not"), ~flags)
+        assert result.as_numpy("echo").reshape(-1).tolist() == [b"caf\xc3\xa9", b"x"]
+    body = {
+        "inputs": [
+            {"name": "ints", "datatype": "INT64", "shape": [1, 3], "data": [7, 8, 9]},
+            {"name": "flags", "datatype": "BOOL", "shape": [1, 3], "data": [True, True, False]},
+            {"name": "strings", "datatype": "BYTES", "shape": [1, 1], "data": ["héllo"]},
+        ],
+        "outputs": [{"name": "echo"}, {"name": "ints_doubled"}],
+    }
+    outputs = httpx.post(f"{server.url}/v2/models/typed/infer", json=body).json()["outputs"]
+    assert [o["name"] for o in outputs] == ["echo", "ints_doubled"]
+    assert outputs[0]["data"] == ["héllo"] and outputs[1]["data"] == [14, 16, 18]
+
+
+KSERVE_CLIENTS = """
+import asyncio, json, sys
+import numpy as np
+from kserve import InferenceGRPCClient, InferenceRESTClient, InferInput, InferRequest, RESTConfig
+
+async def main(url, grpc_address, rows):
+    def request():
+        tensor = InferInput("input-0", list(rows.shape), "FP32")
+        tensor.set_data_from_numpy(rows, binary_data=False)
+        return InferRequest(model_name="churn", infer_inputs=[tensor], request_id="k-1")
+    rest = InferenceRESTClient(RESTConfig(protocol="v2", timeout=10))
+    via_rest = (await rest.infer(url, request(), model_name="churn")).outputs[0].as_numpy()
+    await rest.close()
+    client = InferenceGRPCClient(grpc_address, timeout=10)
+    via_grpc = (await client.infer(request())).outputs[0].as_numpy()
+    await client.close()
+    print(json.dumps({"rest": via_rest.tolist(), "grpc": via_grpc.tolist()}))
+
+asyncio.run(main(sys.argv[1], sys.argv[2], np.array(json.loads(sys.argv[3]), dtype=np.float32)))
+"""
+
+
+def test_kserve_clients(server, reference):
+    # kserve's and tritonclient's gRPC modules both define the protobuf package "inference" and cannot share a
+    # process, so kserve's own clients run in a process of their own.
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", KSERVE_CLIENTS, server.url, server.grpc_address, json.dumps(GOLDEN.tolist())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(results["rest"], reference(GOLDEN), atol=1e-5)
+    np.testing.assert_allclose(results["grpc"], reference(GOLDEN), atol=1e-5)
+
+
+def test_kserve_model_server_path(kserve_server, reference):
+    """Ferry's predictor inside kserve.ModelServer answers V1 and V2 with the same numbers."""
+    v1 = httpx.post(f"{kserve_server.url}/v1/models/churn:predict", json={"instances": GOLDEN.tolist()})
+    assert v1.status_code == 200, v1.text
+    np.testing.assert_allclose(v1.json()["predictions"], reference(GOLDEN), atol=1e-5)
+    v2 = httpx.post(f"{kserve_server.url}/v2/models/churn/infer", json=v2_body(GOLDEN, id="x"))
+    assert v2.status_code == 200, v2.text
+    np.testing.assert_allclose(
+        np.reshape(v2.json()["outputs"][0]["data"], (4, 2)), reference(GOLDEN), atol=1e-5
+    )
+    bad = httpx.post(f"{kserve_server.url}/v1/models/churn:predict", json={"instances": [[1, 2, 3]]})
+    assert bad.status_code == 400 and "expected shape [-1, 4], got [1, 3]" in bad.text
+
+
+async def test_concurrent_clients_each_get_their_own_rows(server, reference):
+    rows = np.random.default_rng(5).uniform(0, 100, size=(300, 1, 4)).astype(np.float32)
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        responses = await asyncio.gather(
+            *(
+                client.post("/v2/models/churn/infer", json=v2_body(row, id=str(i)))
+                for i, row in enumerate(rows)
+            )
+        )
+    for i, (row, response) in enumerate(zip(rows, responses, strict=True)):
+        body = response.json()
+        assert body["id"] == str(i)
+        np.testing.assert_allclose(body["outputs"][0]["data"], reference(row)[0], atol=1e-5)
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'ferry_batch_rows_count{model="churn"}' in metrics
+
+
+def test_metadata_health_metrics_and_request_ids(server):
+    assert httpx.get(f"{server.url}/v2/health/live").json() == {"live": True}
+    assert httpx.get(f"{server.url}/v2/health/ready").json() == {"ready": True}
+    assert httpx.get(f"{server.url}/v2").json()["extensions"]
+    assert httpx.get(f"{server.url}/v2/models/churn/versions/1/ready").json() == {
+        "name": "churn",
+        "ready": True,
+    }
+    meta = httpx.get(f"{server.url}/v2/models/churn-pt2").json()
+    assert meta["platform"] == "pytorch_export" and meta["outputs"][0]["shape"] == [-1, 2]
+    response = httpx.post(
+        f"{server.url}/v2/models/churn/infer",
+        json=v2_body(GOLDEN[:1]),
+        headers={
+            "x-request-id": "abc",
+            "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        },
+    )
+    assert response.headers["x-request-id"] == "abc" and response.headers["traceparent"].startswith("00-0af7")
+    assert len(httpx.get(f"{server.url}/v2/health/live").headers["x-request-id"]) == 32
+    metrics = httpx.get(f"{server.url}/metrics").text
+    for name in (
+        "ferry_queue_rows",
+        "ferry_compute_seconds",
+        "ferry_queue_wait_seconds",
+        "ferry_model_load_seconds",
+    ):
+        assert name in metrics

@@ -8,6 +8,7 @@ stops accepting connections and lets in-flight requests finish, queued batches d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -38,6 +39,14 @@ def serve(repository: Repository, options: ServeOptions) -> int:
         def handle_exit(self, sig, frame):
             repository.draining = True  # readiness false at once; uvicorn then drains connections
             super().handle_exit(sig, frame)
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            # uvicorn re-raises SIGTERM after its graceful shutdown, so the process would die "by signal" even
+            # though every accepted request was answered; a drained shutdown is a clean exit (code 0).
+            with super().capture_signals():
+                yield
+                self._captured_signals.clear()
 
     async def load_models() -> None:
         try:

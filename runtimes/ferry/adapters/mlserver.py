@@ -1,0 +1,116 @@
+"""Ferry's predictor as an MLServer runtime, for Seldon Core (v1 with ``protocol: v2``, and v2).
+
+``model-settings.json``::
+
+    {"name": "churn", "implementation": "ferry.adapters.mlserver.FerryRuntime",
+     "max_batch_size": 0, "parameters": {"uri": "./model", "extra": {"max_batch_size": 64}}}
+
+Logic-free: MLServer's codecs turn its request into numpy and back; batching, backends and validation are
+the same ``Predictor`` the lean server uses. Keep MLServer's adaptive batching off (Ferry batches rows, not
+requests) and, for GPU models, ``parallel_workers: 0`` so that one process owns the device.
+"""
+
+from __future__ import annotations
+
+import prometheus_client
+from mlserver import MLModel
+from mlserver.codecs import NumpyCodec
+from mlserver.errors import MLServerError
+from mlserver.types import InferenceRequest, InferenceResponse, MetadataTensor
+from mlserver.utils import get_model_uri
+from pydantic import ValidationError
+
+from ferry import metrics
+from ferry.errors import ErrorCode, ServingError
+from ferry.model import Predictor
+from ferry.settings import ModelSettings
+
+# The one error table of this front end. MLServer maps these HTTP statuses to gRPC codes itself
+# (400 -> INVALID_ARGUMENT, 404 -> NOT_FOUND; others -> UNKNOWN, a limit of MLServer 1.7.1).
+_STATUS = {
+    ErrorCode.INVALID_ARGUMENT: 400,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.UNAVAILABLE: 503,
+    ErrorCode.DEADLINE_EXCEEDED: 504,
+    ErrorCode.RESOURCE_EXHAUSTED: 413,
+    ErrorCode.BAD_GATEWAY: 502,
+    ErrorCode.INTERNAL: 500,
+}
+_metrics_exported = False
+
+
+def _mlserver_error(exc: ServingError) -> MLServerError:
+    return MLServerError(exc.message, status_code=_STATUS[exc.code])
+
+
+def _export_ferry_metrics() -> None:
+    """Put Ferry's batcher metrics (``ferry_batch_rows``...) on MLServer's metrics port: with
+    ``parallel_workers: 0`` MLServer serves prometheus_client's default registry, Ferry keeps its own."""
+    global _metrics_exported
+    if not _metrics_exported:
+        prometheus_client.REGISTRY.register(metrics.REGISTRY)
+        _metrics_exported = True
+
+
+class FerryRuntime(MLModel):
+    """``parameters.uri``: local directory or file, storage URI or ``models:/``; ``parameters.extra``: Ferry's
+    ``ModelSettings`` (batching, device, threads...), validated before anything loads."""
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        self.predictor: Predictor | None = None
+
+    async def load(self) -> bool:
+        extra = self.settings.parameters.extra if self.settings.parameters else {}
+        try:
+            ferry_settings = ModelSettings.model_validate(extra or {})
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err.get('input')!r})"
+                for err in exc.errors()
+            )
+            raise MLServerError(
+                f"model {self.name!r}: invalid Ferry setting in parameters.extra: {problems}"
+            ) from None
+        # Relative paths are relative to model-settings.json; other URIs are passed through to Ferry's storage.
+        uri = await get_model_uri(self.settings)
+        self.predictor = Predictor(self.name, uri, ferry_settings)
+        try:
+            # Runs on MLServer's event loop, where the batcher's asyncio objects must live.
+            await self.predictor.load()
+        except ServingError as exc:
+            raise MLServerError(f"model {self.name!r}: {exc.message}", status_code=400) from None
+        _export_ferry_metrics()
+        if not self.inputs and self.predictor.signature:
+            # So /v2/models/<name> describes the model without declaring it twice in model-settings.json.
+            self.inputs = [MetadataTensor(**spec.as_dict()) for spec in self.predictor.signature.inputs]
+            self.outputs = [MetadataTensor(**spec.as_dict()) for spec in self.predictor.signature.outputs]
+        return True
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        inputs = {}
+        for request_input in payload.inputs:
+            try:
+                inputs[request_input.name] = NumpyCodec.decode_input(request_input)
+            except (ValueError, TypeError) as exc:
+                # MLServer's codec reports e.g. "cannot reshape array of size 3 into shape (1,4)".
+                raise MLServerError(
+                    f"input {request_input.name!r} ({request_input.datatype} {request_input.shape}): {exc}",
+                    status_code=400,
+                ) from None
+        wanted = [output.name for output in payload.outputs] if payload.outputs else None
+        try:
+            outputs = await self.predictor.infer(inputs, wanted)
+        except ServingError as exc:
+            raise _mlserver_error(exc) from None
+        return InferenceResponse(
+            id=payload.id,
+            model_name=self.name,
+            model_version=self.version,
+            outputs=[NumpyCodec.encode_output(name, array) for name, array in outputs.items()],
+        )
+
+    async def unload(self) -> bool:
+        if self.predictor is not None:
+            await self.predictor.close()
+        return True

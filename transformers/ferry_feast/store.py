@@ -1,0 +1,274 @@
+"""Feast: preparing the shipped feature repo (``prepare``) and reading online features without blocking the
+event loop (``SdkFeatures`` for the SQLite and Redis stores, ``RemoteFeatures`` for Feast's HTTP feature
+server).
+
+Feast's cold import takes 5-25 s, so it is imported only inside the functions that need it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from ferry.errors import DeadlineExceeded, InvalidInput, NotReady
+
+log = logging.getLogger(__name__)
+
+OnlineStore = Literal["sqlite", "redis", "remote"]
+SHIPPED_REPO = Path(__file__).resolve().parent / "feature_repo"
+PROJECT = "ferry_churn"
+ENTITY_KEY = "customer_id"
+DATA_FILES = ("customer_stats.parquet", "transaction_stats.parquet")
+
+
+def redis_connection_string(redis_url: str, timeout_s: float) -> str:
+    """Feast's ``host:port,key=value`` form from ``redis://host:port[/db]`` or ``host:port``, with socket
+    timeouts so a hung Redis fails a lookup instead of holding a worker thread forever."""
+    address = redis_url.removeprefix("redis://")
+    address, _, db = address.partition("/")
+    parts = [address or "localhost:6379", f"socket_timeout={timeout_s}", f"socket_connect_timeout={timeout_s}"]
+    if db:
+        parts.append(f"db={int(db)}")
+    return ",".join(parts)
+
+
+def feature_store_yaml(
+    online_store: OnlineStore,
+    *,
+    redis_url: str = "localhost:6379",
+    feature_server_url: str = "http://127.0.0.1:6566",
+    timeout_s: float = 2.0,
+) -> str:
+    if online_store == "sqlite":
+        online = "  type: sqlite\n  path: data/online_store.db\n"
+    elif online_store == "redis":
+        online = f"  type: redis\n  connection_string: {redis_connection_string(redis_url, timeout_s)!r}\n"
+    elif online_store == "remote":
+        online = f"  type: remote\n  path: {feature_server_url!r}\n"
+    else:
+        raise ValueError(f"online_store must be sqlite, redis or remote, got {online_store!r}")
+    return (
+        f"project: {PROJECT}\n"
+        "provider: local\n"
+        "registry: data/registry.db\n"
+        f"online_store:\n{online}"
+        "offline_store:\n  type: file\n"
+        "entity_key_serialization_version: 3\n"
+    )
+
+
+def prepare(
+    repo_dir: str | Path,
+    data_dir: str | Path,
+    *,
+    online_store: OnlineStore = "sqlite",
+    redis_url: str = "localhost:6379",
+    feature_server_url: str = "http://127.0.0.1:6566",
+    materialize: bool = True,
+) -> Path:
+    """Write a runnable feature repo into ``repo_dir`` (the shipped definitions and a ``feature_store.yaml`` for
+    the chosen online store), ``feast apply`` it, and materialise the offline data's whole time range into the
+    online store. With ``remote`` the feature server owns the online store, so nothing is materialised here.
+    Idempotent: running it again re-applies and re-materialises."""
+    from feast import FeatureStore
+
+    from ferry_feast.feature_repo.features import definitions
+
+    repo_dir, data_dir = Path(repo_dir), Path(data_dir)
+    missing = [name for name in DATA_FILES if not (data_dir / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"feature data directory {data_dir} lacks {', '.join(missing)}")
+    (repo_dir / "data").mkdir(parents=True, exist_ok=True)
+    if repo_dir.resolve() != SHIPPED_REPO:
+        shutil.copyfile(SHIPPED_REPO / "features.py", repo_dir / "features.py")
+    (repo_dir / "feature_store.yaml").write_text(
+        feature_store_yaml(online_store, redis_url=redis_url, feature_server_url=feature_server_url)
+    )
+    store = FeatureStore(repo_path=str(repo_dir))
+    store.apply(definitions(data_dir))
+    if materialize and online_store != "remote":
+        start, end = _time_range(data_dir)
+        # Feast's end date is exclusive and its start inclusive: widen by a second either way.
+        store.materialize(start - timedelta(seconds=1), end + timedelta(seconds=1))
+    log.info("feature repo %s ready (%s online store)", repo_dir, online_store)
+    return repo_dir
+
+
+def _time_range(data_dir: Path):
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    lows, highs = [], []
+    for name in DATA_FILES:
+        column = pq.read_table(data_dir / name, columns=["event_timestamp"]).column("event_timestamp")
+        bounds = pc.min_max(column)
+        lows.append(bounds["min"].as_py())
+        highs.append(bounds["max"].as_py())
+    return min(lows), max(highs)
+
+
+class FeatureSource(Protocol):
+    """Online features for a batch of entity ids: one list of values per feature, ``None`` where missing."""
+
+    features: list[str]
+
+    async def start(self) -> None: ...
+
+    async def fetch(self, ids: list[str]) -> list[list[Any]]: ...
+
+    async def close(self) -> None: ...
+
+
+def _unavailable(exc: Exception) -> NotReady:
+    return NotReady(f"feature store unavailable: {type(exc).__name__}: {exc}")
+
+
+class SdkFeatures:
+    """Reads through the Feast SDK (SQLite, Redis) on a small thread pool: the SDK is synchronous."""
+
+    def __init__(
+        self,
+        repo_dir: str | Path,
+        features: list[str] | None,
+        feature_service: str = "",
+        timeout_s: float = 2.0,
+        threads: int = 4,
+    ):
+        self.repo_dir = Path(repo_dir)
+        self.features = list(features or [])
+        self.feature_service = feature_service
+        self.timeout_s = timeout_s
+        self._threads = threads
+        self._store = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._keys: list[str] = []
+
+    async def start(self) -> None:
+        self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="feast")
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._open)
+
+    def _open(self) -> None:
+        from feast import FeatureStore
+
+        if not (self.repo_dir / "feature_store.yaml").is_file():
+            raise FileNotFoundError(
+                f"{self.repo_dir} has no feature_store.yaml; run `ferry-transformer --prepare` (or "
+                "ferry_feast.store.prepare) first"
+            )
+        self._store = FeatureStore(repo_path=str(self.repo_dir))
+        if self.feature_service:
+            self.features = service_features(self._store, self.feature_service)
+        known = {
+            f"{view.name}:{feature.name}"
+            for view in self._store.list_feature_views()
+            for feature in view.features
+        }
+        unknown = [ref for ref in self.features if ref not in known]
+        if unknown:
+            raise ValueError(f"features {unknown} are not in the feature repo; it has {sorted(known)}")
+        self._keys = [ref.replace(":", "__") for ref in self.features]
+        # The first lookup opens connections and loads the registry: pay for it before reporting ready.
+        self._read(["__warmup__"])
+
+    def _read(self, ids: list[str]) -> list[list[Any]]:
+        response = self._store.get_online_features(
+            features=self.features, entity_rows={ENTITY_KEY: ids}, full_feature_names=True
+        ).to_dict()
+        return [response[key] for key in self._keys]
+
+    async def fetch(self, ids: list[str]) -> list[list[Any]]:
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(
+                loop.run_in_executor(self._executor, self._read, ids), self.timeout_s
+            )
+        except asyncio.TimeoutError:
+            raise DeadlineExceeded(f"feature store did not answer within {self.timeout_s} s") from None
+        except (InvalidInput, NotReady):
+            raise
+        except Exception as exc:
+            # Connection refused, socket timeouts, a locked or missing SQLite file: all mean "not now".
+            log.warning("feature lookup failed: %s", exc)
+            raise _unavailable(exc) from None
+
+    async def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def service_features(store, name: str) -> list[str]:
+    """A feature service's features as ``view:feature`` references, in the service's order."""
+    service = store.get_feature_service(name)
+    return [
+        f"{projection.name_to_use()}:{feature.name}"
+        for projection in service.feature_view_projections
+        for feature in projection.features
+    ]
+
+
+class RemoteFeatures:
+    """Reads from Feast's HTTP feature server (``feast serve``) with an async client: no thread, no SDK."""
+
+    def __init__(
+        self, url: str, features: list[str] | None, feature_service: str = "", timeout_s: float = 2.0
+    ):
+        self.url = url.rstrip("/")
+        self.features = list(features or [])
+        self.feature_service = feature_service
+        self.timeout_s = timeout_s
+        self._client = None
+
+    async def start(self) -> None:
+        import httpx
+
+        self._client = httpx.AsyncClient(
+            base_url=self.url,
+            timeout=httpx.Timeout(self.timeout_s),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+        )
+        names, _ = await self._request(["__warmup__"])
+        if self.feature_service:
+            # The server resolves the service; keep its order (minus the entity column) for the check.
+            self.features = [name.replace("__", ":", 1) for name in names if name != ENTITY_KEY]
+
+    async def _request(self, ids: list[str]) -> tuple[list[str], list[dict]]:
+        import httpx
+
+        body: dict[str, Any] = {"entities": {ENTITY_KEY: ids}, "full_feature_names": True}
+        if self.feature_service:
+            body["feature_service"] = self.feature_service
+        else:
+            body["features"] = self.features
+        try:
+            response = await self._client.post("/get-online-features", json=body)
+        except httpx.TimeoutException:
+            raise DeadlineExceeded(
+                f"feature server {self.url} did not answer within {self.timeout_s} s"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise _unavailable(exc) from None
+        if response.status_code != 200:
+            raise NotReady(f"feature server {self.url} answered {response.status_code}: {response.text[:300]}")
+        payload = response.json()
+        return payload["metadata"]["feature_names"], payload["results"]
+
+    async def fetch(self, ids: list[str]) -> list[list[Any]]:
+        names, results = await self._request(ids)
+        by_name = dict(zip(names, results, strict=True))
+        columns = []
+        for ref in self.features:
+            column = by_name[ref.replace(":", "__")]
+            statuses = column.get("statuses") or ["PRESENT"] * len(ids)
+            columns.append(
+                [v if s == "PRESENT" else None for v, s in zip(column["values"], statuses, strict=True)]
+            )
+        return columns
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()

@@ -112,6 +112,7 @@ class Predictor:
             max_queue_delay_s=settings.max_queue_delay_ms / 1000,
             max_queue_rows=settings.max_queue_rows,
             preferred_batch_sizes=tuple(sorted(settings.preferred_batch_sizes)) if settings.batching else (),
+            inline_below_s=settings.inline_compute_us / 1e6,
         )
         runners = self._backend.runners(settings.instances)
         if settings.warmup:

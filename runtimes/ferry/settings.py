@@ -33,6 +33,12 @@ class BatchingSettings(BaseModel):
         (), description="Buckets batches are padded up to (CUDA graphs, TensorRT profiles), e.g. 1,8,32,64."
     )
     instances: int = Field(1, ge=1, le=64, description="Model instances (threads, CUDA streams) per model.")
+    inline_compute_us: float = Field(
+        100.0,
+        ge=0,
+        le=10_000,
+        description="Batches measured faster than this run on the event loop: a thread hand-off costs more.",
+    )
 
     @field_validator("preferred_batch_sizes", mode="before")
     @classmethod

@@ -30,7 +30,11 @@ def redis_connection_string(redis_url: str, timeout_s: float) -> str:
     timeouts so a hung Redis fails a lookup instead of holding a worker thread forever."""
     address = redis_url.removeprefix("redis://")
     address, _, db = address.partition("/")
-    parts = [address or "localhost:6379", f"socket_timeout={timeout_s}", f"socket_connect_timeout={timeout_s}"]
+    parts = [
+        address or "localhost:6379",
+        f"socket_timeout={timeout_s}",
+        f"socket_connect_timeout={timeout_s}",
+    ]
     if db:
         parts.append(f"db={int(db)}")
     return ",".join(parts)
@@ -253,7 +257,9 @@ class RemoteFeatures:
         except httpx.HTTPError as exc:
             raise _unavailable(exc) from None
         if response.status_code != 200:
-            raise NotReady(f"feature server {self.url} answered {response.status_code}: {response.text[:300]}")
+            raise NotReady(
+                f"feature server {self.url} answered {response.status_code}: {response.text[:300]}"
+            )
         payload = response.json()
         return payload["metadata"]["feature_names"], payload["results"]
 

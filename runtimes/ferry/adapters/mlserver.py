@@ -36,7 +36,6 @@ _STATUS = {
     ErrorCode.BAD_GATEWAY: 502,
     ErrorCode.INTERNAL: 500,
 }
-_metrics_exported = False
 
 
 def _mlserver_error(exc: ServingError) -> MLServerError:
@@ -46,10 +45,12 @@ def _mlserver_error(exc: ServingError) -> MLServerError:
 def _export_ferry_metrics() -> None:
     """Put Ferry's batcher metrics (``ferry_batch_rows``...) on MLServer's metrics port: with
     ``parallel_workers: 0`` MLServer serves prometheus_client's default registry, Ferry keeps its own."""
-    global _metrics_exported
-    if not _metrics_exported:
+    try:
         prometheus_client.REGISTRY.register(metrics.REGISTRY)
-        _metrics_exported = True
+    except ValueError:
+        # Already there: an earlier model registered it. (MLServer re-imports this module for every model
+        # it loads, so a module-level flag would not remember.)
+        pass
 
 
 class FerryRuntime(MLModel):

@@ -58,7 +58,6 @@ def build(out: Path, *, quick: bool = False, progress: Callable[[str], None] = p
     # One thread: multi-threaded CPU kernels may sum in a different order and change the last bits.
     torch.set_num_threads(1)
     try:
-        torch.manual_seed(SEED)
         churn = _churn(out, quick, step)
         digits = _digits(out, quick, step)
         step("registering churn-classifier in MLflow (pytorch v1, onnx v2 @Production) and checking it")
@@ -91,6 +90,7 @@ def build(out: Path, *, quick: bool = False, progress: Callable[[str], None] = p
 
 
 def _churn(out: Path, quick: bool, step: _Progress) -> dict:
+    import torch
     from sklearn.metrics import roc_auc_score
 
     from ferry.demo import models
@@ -106,6 +106,7 @@ def _churn(out: Path, quick: bool, step: _Progress) -> dict:
     x_train = train[FEATURES].to_numpy(np.float32)
     x_test = test[FEATURES].to_numpy(np.float32)
     step(f"training the churn MLP ({len(train):,} rows)")
+    torch.manual_seed(SEED)  # each model's initial weights independent of what ran before
     model = models.ChurnMLP(x_train.mean(axis=0), x_train.std(axis=0))
     models.train(
         model,
@@ -135,7 +136,7 @@ def _churn(out: Path, quick: bool, step: _Progress) -> dict:
     for directory in dirs.values():
         models.write_signature(directory, meta)
 
-    step("writing the explainer reference sample, churn meta.json and the Feast offline data")
+    step("writing the explainer reference sample and churn/meta.json")
     reference = train.sample(n=100 if quick else 500, random_state=SEED).sort_index()[FEATURES]
     reference.to_csv(out / "churn" / "reference.csv", index=False)
     example_probabilities = models.predict(model, np.array([EXAMPLE_INSTANCE], dtype=np.float32))[0]
@@ -153,6 +154,7 @@ def _churn(out: Path, quick: bool, step: _Progress) -> dict:
         },
     }
     (out / "churn" / "meta.json").write_text(json.dumps(churn_meta, indent=2) + "\n")
+    step("writing the Feast offline feature data")
     feast = _feast(out / "feast", frame)
 
     return {
@@ -175,7 +177,7 @@ def _feast(directory: Path, frame) -> dict:
     directory.mkdir(parents=True)
     keys = ["customer_id", "customer_num", "event_timestamp"]
     tables = {
-        "customer_stats": keys + ["tenure", "monthly_charges", "total_charges", "contract", "loyalty_score"],
+        "customer_stats": [*keys, "tenure", "monthly_charges", "total_charges", "contract", "loyalty_score"],
         "transaction_stats": [*keys, "txn_count_7d"],
     }
     paths = {}
@@ -186,6 +188,7 @@ def _feast(directory: Path, frame) -> dict:
 
 
 def _digits(out: Path, quick: bool, step: _Progress) -> dict:
+    import torch
     from sklearn.datasets import load_digits
 
     from ferry.demo import models
@@ -194,6 +197,7 @@ def _digits(out: Path, quick: bool, step: _Progress) -> dict:
     images = images.reshape(-1, 1, 8, 8).astype(np.float32)
     heldout = np.arange(len(images)) % HELDOUT_EVERY == 0
     step(f"training the digits CNN ({int((~heldout).sum()):,} images)")
+    torch.manual_seed(SEED)
     model = models.DigitsCNN()
     models.train(
         model,

@@ -108,7 +108,9 @@ def export_onnx(model: nn.Module, example: np.ndarray, path: Path) -> Path:
     registration_log.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # from torch's own pytree internals
+            # torch's own pytree internals warn (Deprecation/FutureWarning) about torch's own calls.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", FutureWarning)
             torch.onnx.export(
                 model,
                 (torch.as_tensor(example, dtype=torch.float32),),
@@ -139,10 +141,12 @@ def export_program(model: nn.Module, example: np.ndarray, path: Path) -> Path:
     """torch.export program; without a batch ``Dim`` it would accept only the example's batch size."""
     path.parent.mkdir(parents=True, exist_ok=True)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-    program = torch.export.export(
-        model, (torch.as_tensor(example, dtype=torch.float32),), dynamic_shapes=({0: batch},)
-    )
-    torch.export.save(program, str(path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch's pytree internals, on torch's own calls
+        program = torch.export.export(
+            model, (torch.as_tensor(example, dtype=torch.float32),), dynamic_shapes=({0: batch},)
+        )
+        torch.export.save(program, str(path))
     return path
 
 

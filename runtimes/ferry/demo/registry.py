@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +33,6 @@ def register_churn(root: Path, model, onnx_path: Path, example: np.ndarray, chec
     import torch
     from mlflow.models import infer_signature
 
-    # mlflow's fluent API (and even its SQLite registry store, which resolves logged models through a default
-    # client) reads the process-wide tracking URI. Point it here only while we work, then restore the caller's.
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-
     root.mkdir(parents=True, exist_ok=True)
     uri = tracking_uri(root)
     example = np.ascontiguousarray(example, dtype=np.float32)
@@ -44,7 +42,7 @@ def register_churn(root: Path, model, onnx_path: Path, example: np.ndarray, chec
     torch_requirement = f"torch=={torch.__version__.split('+')[0]}"
     onnx_requirements = [f"onnx=={onnx.__version__}", f"onnxruntime=={onnxruntime.__version__}"]
 
-    with _use_tracking_uri(uri):
+    with _pointed_at(uri):
         client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
         # An explicit artifact location: with a SQLite backend and none given, artifacts land in ./mlruns.
         experiment = client.create_experiment(
@@ -107,3 +105,31 @@ def register_churn(root: Path, model, onnx_path: Path, example: np.ndarray, chec
         "requirements": {"pytorch": [torch_requirement], "onnx": onnx_requirements},
         "mlflow_version": mlflow.__version__,
     }
+
+
+@contextmanager
+def _pointed_at(uri: str) -> Iterator[None]:
+    """Point mlflow's process-wide tracking and registry URIs at ``uri`` while we work, then restore the caller's.
+
+    The fluent API (log_model, registered_model_name, models:/ loading) and even the SQLite registry store, which
+    resolves logged models through a default client, read these globals; mlflow's own setters also write the
+    MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI variables (and unset the first when given None), so those are
+    put back too."""
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    saved_globals = tracking_utils._tracking_uri, registry_utils._registry_uri
+    saved_env = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved_globals[0])
+        registry_utils._registry_uri = saved_globals[1]
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

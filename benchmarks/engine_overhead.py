@@ -1,0 +1,119 @@
+"""Engine overhead, in process (no HTTP): what Ferry's predictor adds around a raw onnxruntime call.
+
+    .venv/bin/python benchmarks/engine_overhead.py [--seconds 3] [--json benchmarks/results/engine.json]
+
+- batch 64 (one 64-row request, and 64 concurrent one-row requests batched together): time per batch through
+  Predictor.infer vs ``session.run`` on the same session settings (1 intra-op thread), for the 1.6M-parameter
+  MLP 512->1024->1024->10. Target: overhead <= 10% of the raw call.
+- one client (concurrency 1), one row per request: p50 latency with batching on vs off. Target: <= +5%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def build_model(directory: Path) -> Path:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from support.models import export, mlp
+
+    return export(mlp(512, 1024, 10, seed=0), directory, "onnx", 512, 10)
+
+
+def time_loop(fn, seconds: float) -> list[float]:
+    samples, end = [], time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        started = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+async def atime_loop(fn, seconds: float) -> list[float]:
+    samples, end = [], time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        started = time.perf_counter()
+        await fn()
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+async def measure(model_dir: Path, seconds: float) -> dict:
+    import onnxruntime as ort
+    from ferry.model import Predictor
+    from ferry.settings import ModelSettings
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(model_dir / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    batch = rng.normal(size=(64, 512)).astype(np.float32)
+    row = batch[:1].copy()
+    for _ in range(50):
+        session.run(None, {"input-0": batch})
+    raw64 = statistics.median(time_loop(lambda: session.run(None, {"input-0": batch}), seconds))
+    raw1 = statistics.median(time_loop(lambda: session.run(None, {"input-0": row}), seconds))
+
+    results = {"raw_batch64_us": raw64 * 1e6, "raw_batch1_us": raw1 * 1e6}
+    for batching in (True, False):
+        settings = ModelSettings(batching=batching, max_batch_size=64, intra_op_threads=1)
+        predictor = Predictor("mlp", model_dir, settings)
+        await predictor.load()
+        tag = "on" if batching else "off"
+        for _ in range(50):
+            await predictor.infer({"input-0": row})
+        samples = await atime_loop(lambda p=predictor: p.infer({"input-0": row}), seconds)
+        results[f"c1_p50_us_batching_{tag}"] = statistics.median(samples) * 1e6
+        results[f"c1_p99_us_batching_{tag}"] = float(np.percentile(samples, 99)) * 1e6
+        if batching:
+            one = await atime_loop(lambda p=predictor: p.infer({"input-0": batch}), seconds)
+            results["engine_one_request_batch64_us"] = statistics.median(one) * 1e6
+            rows = [batch[i : i + 1] for i in range(64)]
+
+            async def burst(p=predictor, rows=rows):
+                await asyncio.gather(*(p.infer({"input-0": r}) for r in rows))
+
+            many = await atime_loop(burst, seconds)
+            results["engine_64_requests_batch64_us"] = statistics.median(many) * 1e6
+        await predictor.close()
+    results["overhead_one_request_pct"] = 100 * (results["engine_one_request_batch64_us"] / results["raw_batch64_us"] - 1)
+    results["overhead_64_requests_pct"] = 100 * (results["engine_64_requests_batch64_us"] / results["raw_batch64_us"] - 1)
+    results["c1_latency_batching_cost_pct"] = 100 * (
+        results["c1_p50_us_batching_on"] / results["c1_p50_us_batching_off"] - 1
+    )
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--json", default="")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = build_model(Path(tmp) / "mlp")
+        import uvloop  # the servers' event loop
+
+        results = uvloop.run(measure(model_dir, args.seconds))
+    results["machine"] = f"{platform.processor() or platform.machine()}, {platform.python_version()}"
+    print("| measure | value |\n|---|---|")
+    for key, value in results.items():
+        print(f"| {key} | {value:.1f} |" if isinstance(value, float) else f"| {key} | {value} |")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

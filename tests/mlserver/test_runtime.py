@@ -1,0 +1,184 @@
+"""Ferry's MLServer runtime, black-box: a real ``mlserver start`` driven by tritonclient over REST and gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from prometheus_client.parser import text_string_to_metric_families
+from tritonclient.utils import InferenceServerException
+
+CHURN_MODELS = ["churn-onnx", "churn-ts", "churn-mlflow", "churn-adaptive"]
+
+
+def infer(server, protocol: str, model: str, inputs: dict[str, np.ndarray], outputs: list[str] | None = None):
+    """One V2 request with tritonclient; returns {output name: array}."""
+    client_module = httpclient if protocol == "rest" else grpcclient
+    url = server.url.removeprefix("http://") if protocol == "rest" else server.grpc_address
+    client = client_module.InferenceServerClient(url)
+    tensors = []
+    for name, array in inputs.items():
+        datatype = "BYTES" if array.dtype.kind in "OSU" else np.dtype(array.dtype).name
+        datatype = {"float32": "FP32", "int64": "INT64", "bool": "BOOL"}.get(datatype, datatype)
+        tensor = client_module.InferInput(name, list(array.shape), datatype)
+        if protocol == "rest":
+            tensor.set_data_from_numpy(array, binary_data=False)  # MLServer has no binary extension
+        else:
+            tensor.set_data_from_numpy(array)
+        tensors.append(tensor)
+    requested = None
+    if outputs:
+        requested = [
+            httpclient.InferRequestedOutput(name, binary_data=False)
+            if protocol == "rest"
+            else grpcclient.InferRequestedOutput(name)
+            for name in outputs
+        ]
+    result = client.infer(model, tensors, outputs=requested)
+    names = [out["name"] for out in result.get_response()["outputs"]] if protocol == "rest" else None
+    if names is None:
+        names = [out.name for out in result.get_response().outputs]
+    return {name: result.as_numpy(name) for name in names}
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+@pytest.mark.parametrize("model", CHURN_MODELS)
+def test_churn_equals_onnxruntime_and_ferry_server(mlserver, ferry_server, reference, churn_rows, model, protocol):
+    got = infer(mlserver, protocol, model, {"input-0": churn_rows})
+    assert list(got) == ["probabilities"]
+    assert got["probabilities"].shape == (len(churn_rows), 2)
+    np.testing.assert_allclose(got["probabilities"], reference(churn_rows), rtol=1e-5, atol=1e-6)
+    ferry = infer(ferry_server, protocol, "churn", {"input-0": churn_rows})
+    np.testing.assert_allclose(got["probabilities"], ferry["probabilities"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_requested_outputs_are_honoured(mlserver, protocol):
+    inputs = {
+        "ints": np.array([[1, 2, 3], [4, 5, 6]], dtype=np.int64),
+        "flags": np.array([[True, False, True], [False, False, True]]),
+        "strings": np.array([[b"a"], [b"b"]], dtype=object),
+    }
+    if protocol == "grpc":
+        inputs.pop("strings")  # see test_grpc_bytes below: MLServer's NumpyCodec splits gRPC BYTES
+        with pytest.raises(InferenceServerException, match="missing input 'strings'"):
+            infer(mlserver, protocol, "typed", inputs, outputs=["ints_doubled"])
+        return
+    got = infer(mlserver, protocol, "typed", inputs, outputs=["ints_doubled"])
+    assert list(got) == ["ints_doubled"]
+    np.testing.assert_array_equal(got["ints_doubled"], inputs["ints"] * 2)
+    both = infer(mlserver, protocol, "typed", inputs, outputs=["flags_not", "echo"])
+    assert sorted(both) == ["echo", "flags_not"]
+    np.testing.assert_array_equal(both["flags_not"], ~inputs["flags"])
+
+
+def test_unknown_requested_output_is_400(mlserver):
+    body = {
+        "inputs": [{"name": "input-0", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}],
+        "outputs": [{"name": "logits"}],
+    }
+    response = httpx.post(f"{mlserver.url}/v2/models/churn-onnx/infer", json=body)
+    assert response.status_code == 400
+    assert "logits" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("tensor", "message"),
+    [
+        # Ferry's signature check: wrong width.
+        ({"name": "input-0", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}, "expected shape [-1, 4]"),
+        # MLServer's codec: the data does not fill the shape.
+        ({"name": "input-0", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3]}, "cannot reshape"),
+        # Wrong datatype for the model.
+        ({"name": "input-0", "datatype": "INT64", "shape": [1, 4], "data": [1, 2, 3, 4]}, "expected datatype FP32"),
+        # Wrong input name.
+        ({"name": "features", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}, "missing input 'input-0'"),
+    ],
+)
+def test_bad_input_is_400_naming_the_problem(mlserver, tensor, message):
+    response = httpx.post(f"{mlserver.url}/v2/models/churn-onnx/infer", json={"inputs": [tensor]})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert message in error
+    assert "input-0" in error or "features" in error
+
+
+def test_bad_input_over_grpc_is_invalid_argument(mlserver):
+    client = grpcclient.InferenceServerClient(mlserver.grpc_address)
+    tensor = grpcclient.InferInput("input-0", [2, 3], "FP32")
+    tensor.set_data_from_numpy(np.zeros((2, 3), dtype=np.float32))
+    with pytest.raises(InferenceServerException) as failure:
+        client.infer("churn-onnx", [tensor])
+    assert failure.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "expected shape [-1, 4], got [2, 3]" in failure.value.message()
+
+
+def test_bad_extra_setting_fails_load_with_a_clear_message(mlserver, demo):
+    (mlserver.root / "bad").mkdir()
+    bad = {
+        "name": "bad",
+        "implementation": "ferry.adapters.mlserver.FerryRuntime",
+        "parameters": {
+            "uri": str(demo["dir"] / "churn" / "onnx"),
+            "extra": {"max_batch_size": 0, "colour": "blue"},
+        },
+    }
+    (mlserver.root / "bad" / "model-settings.json").write_text(json.dumps(bad))
+    response = httpx.post(f"{mlserver.url}/v2/repository/models/bad/load", timeout=30)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert "invalid Ferry setting in parameters.extra" in error
+    assert "max_batch_size: Input should be greater than or equal to 1 (got 0)" in error
+    assert "colour: Extra inputs are not permitted" in error
+    # The server keeps serving its other models.
+    assert httpx.get(f"{mlserver.url}/v2/models/churn-onnx/ready").status_code == 200
+
+
+def test_metadata_describes_the_model(mlserver):
+    metadata = httpx.get(f"{mlserver.url}/v2/models/churn-onnx").json()
+    assert metadata["inputs"] == [{"name": "input-0", "datatype": "FP32", "shape": [-1, 4]}]
+    assert metadata["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]}]
+
+
+def _samples(metrics_url: str) -> dict[tuple[str, str], float]:
+    """{(sample name, model label): value} from a Prometheus scrape."""
+    text = httpx.get(metrics_url).text
+    return {
+        (sample.name, sample.labels.get("model", "")): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_concurrent_requests_are_batched_by_ferry(mlserver, reference, churn_rows):
+    before = _samples(mlserver.metrics_url)
+
+    async def one(client: httpx.AsyncClient, row: np.ndarray) -> np.ndarray:
+        body = {"inputs": [{"name": "input-0", "datatype": "FP32", "shape": [1, 4], "data": row.tolist()}]}
+        response = await client.post(f"{mlserver.url}/v2/models/churn-batched/infer", json=body)
+        assert response.status_code == 200, response.text
+        return np.array(response.json()["outputs"][0]["data"], dtype=np.float32)
+
+    async def all_at_once() -> list[np.ndarray]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            return await asyncio.gather(*(one(client, row) for row in np.tile(churn_rows, (2, 1))))
+
+    results = asyncio.run(all_at_once())
+    # Each caller gets its own row's answer back.
+    np.testing.assert_allclose(np.stack(results), reference(np.tile(churn_rows, (2, 1))), rtol=1e-5, atol=1e-6)
+
+    after = _samples(mlserver.metrics_url)
+
+    def delta(name: str) -> float:
+        return after.get((name, "churn-batched"), 0) - before.get((name, "churn-batched"), 0)
+
+    # Ferry's batcher metrics are on MLServer's metrics port: 16 rows arrived in fewer, fuller batches.
+    assert delta("ferry_batch_rows_sum") == 16
+    assert delta("ferry_batch_rows_count") <= 4
+    # And MLServer's own metrics count the requests.
+    assert delta("model_infer_request_success_total") == 16

@@ -1,0 +1,257 @@
+"""The Feast-enriching transformer as a transport-free Handler: customer ids in, online features from Feast,
+the predictor called, churn probabilities and risk labels out. Every front end (the lean server's V1, V2 REST
+and gRPC routes; the kserve.Model adapter) calls ``predict_v1`` or ``infer``."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from ferry.errors import InvalidInput, UpstreamError
+from ferry.signature import Signature, TensorSpec
+
+from ferry_feast.client import PredictorClient
+from ferry_feast.store import ENTITY_KEY, FeatureSource
+
+log = logging.getLogger(__name__)
+
+HIGH, MEDIUM, LOW = "High churn risk", "Medium churn risk", "Low churn risk"
+_NUMERIC = {"FP32": np.float32, "FP64": np.float64, "FP16": np.float16, "INT64": np.int64, "INT32": np.int32}
+
+
+class StartupError(Exception):
+    """The transformer cannot serve with this configuration (e.g. features do not fit the predictor)."""
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    high: float = 0.7
+    medium: float = 0.4
+
+    def label(self, probability: float) -> str:
+        # Strictly above, as in the seed's transformer.
+        if probability > self.high:
+            return HIGH
+        if probability > self.medium:
+            return MEDIUM
+        return LOW
+
+
+@dataclass
+class Result:
+    probabilities: np.ndarray  # [n, classes]
+    churn: np.ndarray  # [n]
+    labels: list[str]
+
+
+class FeastTransformer:
+    name: str
+    version = "1"
+
+    def __init__(
+        self,
+        name: str,
+        features: FeatureSource,
+        predictor: PredictorClient,
+        *,
+        thresholds: Thresholds = Thresholds(),
+        feature_defaults: dict[str, float] | None = None,
+        int_id_format: str = "C{:05d}",
+        max_ids: int = 1024,
+        startup_timeout_s: float = 300.0,
+    ):
+        self.name = name
+        self.features = features
+        self.predictor = predictor
+        self.thresholds = thresholds
+        self.feature_defaults = dict(feature_defaults or {})
+        self.int_id_format = int_id_format
+        self.max_ids = max_ids
+        self.startup_timeout_s = startup_timeout_s
+        self.ready = False
+        self.input_name = "input-0"
+        self.input_dtype: type = np.float32
+        self.signature = Signature(
+            (TensorSpec(ENTITY_KEY, "BYTES", (-1,)),),
+            (
+                TensorSpec("probabilities", "FP32", (-1, -1)),
+                TensorSpec("churn_probability", "FP32", (-1,)),
+                TensorSpec("interpretation", "BYTES", (-1,)),
+            ),
+        )
+
+    # -- life cycle -----------------------------------------------------------------------------------------
+
+    async def load(self) -> None:
+        import asyncio
+
+        await self.features.start()
+        await self.predictor.start()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.startup_timeout_s
+        while not await self.predictor.ready():
+            if loop.time() > deadline:
+                raise StartupError(f"predictor not ready within {self.startup_timeout_s} s")
+            await asyncio.sleep(0.25)
+        self._check_signature(await self.predictor.metadata())
+        names = {ref.split(":", 1)[1] for ref in self.features.features}
+        unknown = sorted(set(self.feature_defaults) - names)
+        if unknown:
+            raise StartupError(
+                f"feature_defaults name {unknown}, which are not among the features {sorted(names)}"
+            )
+        self.ready = True
+        log.info(
+            "transformer %s ready: features %s -> predictor input %r",
+            self.name,
+            self.features.features,
+            self.input_name,
+        )
+
+    def _check_signature(self, metadata: dict | None) -> None:
+        """The features must fill the predictor's single input exactly, in its column order."""
+        count = len(self.features.features)
+        if metadata is None:
+            return
+        inputs = metadata.get("inputs") or []
+        if len(inputs) != 1:
+            raise StartupError(
+                f"the predictor must take one input tensor of features; it takes {[i.get('name') for i in inputs]}"
+            )
+        spec = inputs[0]
+        shape = list(spec.get("shape") or [])
+        if len(shape) != 2 or shape[1] not in (-1, count):
+            raise StartupError(
+                f"feature/predictor mismatch: {count} features {self.features.features} do not fit the "
+                f"predictor's input {spec.get('name')!r} of shape {shape} (expected [-1, {count}])"
+            )
+        if spec.get("datatype") not in _NUMERIC:
+            raise StartupError(f"predictor input {spec.get('name')!r} is {spec.get('datatype')}, not numeric")
+        self.input_name = spec["name"]
+        self.input_dtype = _NUMERIC[spec["datatype"]]
+
+    async def close(self, drain_timeout_s: float = 30.0) -> None:
+        self.ready = False
+        await self.predictor.close()
+        await self.features.close()
+
+    def metadata(self) -> dict:
+        return {
+            "name": self.name,
+            "versions": [self.version],
+            "platform": "ferry_feast",
+            **self.signature.as_dict(),
+        }
+
+    # -- requests -------------------------------------------------------------------------------------------
+
+    async def predict_v1(self, body: Any) -> dict:
+        """``{"instances": ["C00001", ...]}`` or ``{"instances": [{"customer_id": "C00001"}, ...]}``."""
+        if not isinstance(body, dict) or not isinstance(body.get("instances"), list):
+            raise InvalidInput('request must be {"instances": [customer ids]}')
+        ids = [self._v1_id(item, i) for i, item in enumerate(body["instances"])]
+        result = await self.run(ids)
+        return {"predictions": result.churn.tolist(), "interpretations": result.labels}
+
+    def _v1_id(self, item: Any, index: int) -> str:
+        if isinstance(item, dict):
+            if ENTITY_KEY not in item:
+                raise InvalidInput(f"instances[{index}]: missing {ENTITY_KEY!r}")
+            item = item[ENTITY_KEY]
+        return self._entity_id(item, f"instances[{index}]")
+
+    def _entity_id(self, value: Any, where: str) -> str:
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        if isinstance(value, str) and value:
+            return value
+        if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+            return self.int_id_format.format(int(value)) if self.int_id_format else str(int(value))
+        raise InvalidInput(f"{where}: a customer id must be a non-empty string or an integer, got {value!r}")
+
+    async def infer(
+        self, inputs: dict[str, np.ndarray], outputs: list[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """V2: one BYTES or INT64 tensor of ids (named ``customer_id``, or the only input)."""
+        if ENTITY_KEY in inputs:
+            array = inputs[ENTITY_KEY]
+        elif len(inputs) == 1:
+            array = next(iter(inputs.values()))
+        else:
+            raise InvalidInput(f"expected one input of customer ids named {ENTITY_KEY!r}, got {list(inputs)}")
+        if array.dtype.kind not in "OSUiu":
+            raise InvalidInput(f"input {ENTITY_KEY!r}: ids must be BYTES or INT64, got {array.dtype}")
+        ids = [self._entity_id(v, f"input {ENTITY_KEY!r}[{i}]") for i, v in enumerate(array.reshape(-1))]
+        result = await self.run(ids)
+        tensors = {
+            "probabilities": result.probabilities.astype(np.float32, copy=False),
+            "churn_probability": result.churn.astype(np.float32, copy=False),
+            "interpretation": np.array([label.encode() for label in result.labels], dtype=object),
+        }
+        if outputs:
+            unknown = [name for name in outputs if name not in tensors]
+            if unknown:
+                raise InvalidInput(f"unknown output {unknown[0]!r}: the transformer returns {list(tensors)}")
+            return {name: tensors[name] for name in outputs}
+        return tensors
+
+    async def run(self, ids: Sequence[str]) -> Result:
+        if not ids:
+            raise InvalidInput("send at least one customer id")
+        if len(ids) > self.max_ids:
+            raise InvalidInput(f"{len(ids)} ids exceed the limit of {self.max_ids} per request")
+        columns = await self.features.fetch(list(ids))
+        matrix = self._matrix(ids, columns)
+        outputs = await self.predictor.infer(self.input_name, matrix)
+        probabilities = outputs.get("probabilities")
+        if probabilities is None:
+            probabilities = next(iter(outputs.values()))
+        probabilities = np.asarray(probabilities, dtype=np.float64)
+        if probabilities.ndim == 1:
+            probabilities = probabilities[:, None]
+        if probabilities.shape[0] != len(ids):
+            raise UpstreamError(f"predictor returned {probabilities.shape[0]} rows for {len(ids)} ids")
+        # The last column is the positive class (churn): [no_churn, churn], or a single probability.
+        churn = probabilities[:, -1]
+        return Result(probabilities, churn, [self.thresholds.label(p) for p in churn.tolist()])
+
+    def _matrix(self, ids: Sequence[str], columns: list[list[Any]]) -> np.ndarray:
+        """Features as the predictor's input; missing values take configured defaults, or the request fails
+        naming the ids: never a NaN to the model."""
+        names = [ref.split(":", 1)[1] for ref in self.features.features]
+        missing: dict[str, list[str]] = {}
+        filled = []
+        for name, column in zip(names, columns, strict=True):
+            default = self.feature_defaults.get(name)
+            values = []
+            for entity, value in zip(ids, column, strict=True):
+                if value is None or (isinstance(value, float) and math.isnan(value)):
+                    if default is None:
+                        missing.setdefault(entity, []).append(name)
+                        value = 0
+                    else:
+                        value = default
+                values.append(value)
+            filled.append(values)
+        if missing:
+            unknown = [entity for entity, gaps in missing.items() if len(gaps) == len(names)]
+            partial = {entity: gaps for entity, gaps in missing.items() if len(gaps) < len(names)}
+            parts = []
+            if unknown:
+                parts.append(f"unknown customer ids (no features in the online store): {_ids(unknown)}")
+            if partial:
+                parts.append(
+                    "missing feature values: "
+                    + "; ".join(f"{e}: {', '.join(g)}" for e, g in list(partial.items())[:20])
+                )
+            raise InvalidInput(". ".join(parts))
+        return np.array(filled, dtype=self.input_dtype).T.copy()
+
+
+def _ids(ids: list[str], limit: int = 20) -> str:
+    shown = ", ".join(ids[:limit])
+    return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")

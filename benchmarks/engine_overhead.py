@@ -88,8 +88,12 @@ async def measure(model_dir: Path, seconds: float) -> dict:
             many = await atime_loop(burst, seconds)
             results["engine_64_requests_batch64_us"] = statistics.median(many) * 1e6
         await predictor.close()
-    results["overhead_one_request_pct"] = 100 * (results["engine_one_request_batch64_us"] / results["raw_batch64_us"] - 1)
-    results["overhead_64_requests_pct"] = 100 * (results["engine_64_requests_batch64_us"] / results["raw_batch64_us"] - 1)
+    results["overhead_one_request_pct"] = 100 * (
+        results["engine_one_request_batch64_us"] / results["raw_batch64_us"] - 1
+    )
+    results["overhead_64_requests_pct"] = 100 * (
+        results["engine_64_requests_batch64_us"] / results["raw_batch64_us"] - 1
+    )
     results["c1_latency_batching_cost_pct"] = 100 * (
         results["c1_p50_us_batching_on"] / results["c1_p50_us_batching_off"] - 1
     )
@@ -97,7 +101,9 @@ async def measure(model_dir: Path, seconds: float) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--json", default="")
     args = parser.parse_args()

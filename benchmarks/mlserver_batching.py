@@ -35,7 +35,9 @@ sys.path.insert(0, str(REPO / "tests"))
 from support.servers import free_port, start  # noqa: E402
 
 IMPLEMENTATION = "ferry.adapters.mlserver.FerryRuntime"
-BODY = {"inputs": [{"name": "input-0", "datatype": "FP32", "shape": [1, 4], "data": [12.0, 70.5, 846.0, 1.0]}]}
+BODY = {
+    "inputs": [{"name": "input-0", "datatype": "FP32", "shape": [1, 4], "data": [12.0, 70.5, 846.0, 1.0]}]
+}
 SETUPS = {
     "ferry-batcher": {"max_batch_size": 0, "extra": {"batching": True}},
     "mlserver-adaptive": {"max_batch_size": 32, "max_batch_time": 0.002, "extra": {"batching": False}},
@@ -107,10 +109,14 @@ def batch_stats(metrics_url: str, model: str) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
     parser.add_argument("--concurrency", default="1,16,64")
-    parser.add_argument("--model_dir", help="an ONNX model dir taking input-0 FP32 [-1, 4] (default: demo churn)")
+    parser.add_argument(
+        "--model_dir", help="an ONNX model dir taking input-0 FP32 [-1, 4] (default: demo churn)"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("needs wrk (apt-get install -y wrk)")

@@ -18,7 +18,7 @@ def build_repository(settings: PredictorSettings) -> Repository:
     model_settings = ModelSettings.model_validate(
         {name: getattr(settings, name) for name in ModelSettings.model_fields}
     )
-    if "://" in settings.model_dir and not settings.model_dir.startswith("file://"):
+    if storage.is_remote(settings.model_dir):
         sources = {settings.model_name: settings.model_dir}
     else:
         sources = storage.discover(Path(settings.model_dir.removeprefix("file://")), settings.model_name)

@@ -50,7 +50,8 @@ class BatchingPolicy:
 
     @property
     def batch_rows(self) -> int:
-        return self.max_batch_size if self.enabled else 1
+        # Also with batching off: a request of several rows (e.g. batched by the client) runs as one batch.
+        return self.max_batch_size
 
 
 class _Job:
@@ -233,6 +234,8 @@ class DynamicBatcher:
                 self._queued_rows -= job.rows
                 batch.append(job)
                 rows += job.rows
+                if not self.policy.enabled:
+                    break  # batching off: every request runs alone
             if not queue:
                 del self._queues[key]
             if batch:
@@ -247,7 +250,7 @@ class DynamicBatcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            if delay > 0 and self._queued_rows < self.policy.batch_rows:
+            if delay > 0 and self.policy.enabled and self._queued_rows < self.policy.batch_rows:
                 oldest = min(queue[0].enqueued for queue in self._queues.values() if queue)
                 wait = oldest + delay - loop.time()
                 if wait > 0:

@@ -59,7 +59,12 @@ def create_backend(model_path: Path, settings: ModelSettings, signature: Signatu
 def _mlflow_backend(model_dir: Path, settings: ModelSettings, signature: Signature | None) -> Backend:
     from ferry.backends import mlflow
 
-    flavors = mlflow.read_mlmodel(model_dir).get("flavors", {})
+    mlmodel = mlflow.read_mlmodel(model_dir)
+    flavors = mlmodel.get("flavors", {})
+    if signature is None and '"tensor"' in str((mlmodel.get("signature") or {}).get("inputs", "")):
+        # The MLmodel's tensor signature names the tensors (a torch.export program only knows its
+        # argument names); unnamed tensors become input-0 / output-0, as the seed's clients send them.
+        signature = mlflow.pyfunc_signature(mlmodel)
     # Native flavours run on Ferry's own backends (batched, CUDA-capable, no unpickling).
     native = {"onnx": "onnx", "pytorch": "torch_export"}
     for flavor, kind in native.items():

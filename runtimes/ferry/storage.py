@@ -25,6 +25,11 @@ MODEL_SUFFIXES = {
 METADATA_FILE = "ferry.json"
 
 
+def is_remote(uri: str) -> bool:
+    """A URI that names a model somewhere else (to fetch), rather than a local path."""
+    return uri.startswith(("models:/", "runs:/", "pvc://")) or ("://" in uri and not uri.startswith("file://"))
+
+
 def fetch(uri: str, cache_dir: Path, *, attempts: int = 3, backoff_s: float = 1.0) -> Path:
     """A local directory holding the model named by ``uri``; remote sources are retried a bounded number of
     times (storage that is still starting up), then the error is raised so the process exits non-zero."""

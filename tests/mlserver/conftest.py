@@ -73,7 +73,9 @@ def start_mlserver(root: Path, log: Path, env: dict | None = None) -> tuple[Serv
         debug=False,
     )
     (root / "settings.json").write_text(json.dumps(settings))
-    server = start([str(MLSERVER), "start", str(root)], log, http_port=http_port, grpc_port=grpc_port, env=env)
+    server = start(
+        [str(MLSERVER), "start", str(root)], log, http_port=http_port, grpc_port=grpc_port, env=env
+    )
     return server, metrics_port
 
 

@@ -7,9 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from support.servers import REPO
-
 from ferry.settings import ModelSettings
+from support.servers import REPO
 
 EXAMPLES = REPO / "examples" / "mlserver"
 MODELS = sorted(EXAMPLES.glob("*/model-settings.json"))

@@ -48,7 +48,9 @@ def infer(server, protocol: str, model: str, inputs: dict[str, np.ndarray], outp
 
 @pytest.mark.parametrize("protocol", ["rest", "grpc"])
 @pytest.mark.parametrize("model", CHURN_MODELS)
-def test_churn_equals_onnxruntime_and_ferry_server(mlserver, ferry_server, reference, churn_rows, model, protocol):
+def test_churn_equals_onnxruntime_and_ferry_server(
+    mlserver, ferry_server, reference, churn_rows, model, protocol
+):
     got = infer(mlserver, protocol, model, {"input-0": churn_rows})
     assert list(got) == ["probabilities"]
     assert got["probabilities"].shape == (len(churn_rows), 2)
@@ -91,13 +93,22 @@ def test_unknown_requested_output_is_400(mlserver):
     ("tensor", "message"),
     [
         # Ferry's signature check: wrong width.
-        ({"name": "input-0", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}, "expected shape [-1, 4]"),
+        (
+            {"name": "input-0", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]},
+            "expected shape [-1, 4]",
+        ),
         # MLServer's codec: the data does not fill the shape.
         ({"name": "input-0", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3]}, "cannot reshape"),
         # Wrong datatype for the model.
-        ({"name": "input-0", "datatype": "INT64", "shape": [1, 4], "data": [1, 2, 3, 4]}, "expected datatype FP32"),
+        (
+            {"name": "input-0", "datatype": "INT64", "shape": [1, 4], "data": [1, 2, 3, 4]},
+            "expected datatype FP32",
+        ),
         # Wrong input name.
-        ({"name": "features", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}, "missing input 'input-0'"),
+        (
+            {"name": "features", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]},
+            "missing input 'input-0'",
+        ),
     ],
 )
 def test_bad_input_is_400_naming_the_problem(mlserver, tensor, message):
@@ -155,30 +166,39 @@ def _samples(metrics_url: str) -> dict[tuple[str, str], float]:
     }
 
 
-def test_concurrent_requests_are_batched_by_ferry(mlserver, reference, churn_rows):
+@pytest.mark.parametrize(
+    "model",
+    [
+        "churn-batched",  # Ferry's batcher (a long queue delay makes the 16 requests meet, without sleeps)
+        "churn-adaptive",  # MLServer's adaptive batching (8 requests or 200 ms), Ferry's batcher off
+    ],
+)
+def test_concurrent_requests_are_batched(mlserver, reference, churn_rows, model):
     before = _samples(mlserver.metrics_url)
+    rows = np.tile(churn_rows, (2, 1))
 
     async def one(client: httpx.AsyncClient, row: np.ndarray) -> np.ndarray:
         body = {"inputs": [{"name": "input-0", "datatype": "FP32", "shape": [1, 4], "data": row.tolist()}]}
-        response = await client.post(f"{mlserver.url}/v2/models/churn-batched/infer", json=body)
+        response = await client.post(f"{mlserver.url}/v2/models/{model}/infer", json=body)
         assert response.status_code == 200, response.text
         return np.array(response.json()["outputs"][0]["data"], dtype=np.float32)
 
     async def all_at_once() -> list[np.ndarray]:
         async with httpx.AsyncClient(timeout=30) as client:
-            return await asyncio.gather(*(one(client, row) for row in np.tile(churn_rows, (2, 1))))
+            return await asyncio.gather(*(one(client, row) for row in rows))
 
     results = asyncio.run(all_at_once())
     # Each caller gets its own row's answer back.
-    np.testing.assert_allclose(np.stack(results), reference(np.tile(churn_rows, (2, 1))), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.stack(results), reference(rows), rtol=1e-5, atol=1e-6)
 
     after = _samples(mlserver.metrics_url)
 
     def delta(name: str) -> float:
-        return after.get((name, "churn-batched"), 0) - before.get((name, "churn-batched"), 0)
+        return after.get((name, model), 0) - before.get((name, model), 0)
 
-    # Ferry's batcher metrics are on MLServer's metrics port: 16 rows arrived in fewer, fuller batches.
+    # Ferry's batcher metrics are on MLServer's metrics port: the 16 rows ran in a few, fuller batches.
     assert delta("ferry_batch_rows_sum") == 16
     assert delta("ferry_batch_rows_count") <= 4
     # And MLServer's own metrics count the requests.
+    print({k: (before.get(k), v) for k, v in after.items() if k[1] == model})
     assert delta("model_infer_request_success_total") == 16

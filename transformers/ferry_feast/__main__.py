@@ -84,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:
             sys.stderr.write(f"ferry-transformer: --prepare failed: {type(exc).__name__}: {exc}\n")
             return 1
+    if settings.online_store != "remote":
+        from ferry_feast.store import import_feast
+
+        import_feast()  # on the main thread, before serving (see import_feast)
     if settings.server == "kserve":
         from ferry_feast.kserve_model import serve_with_kserve
 

@@ -14,7 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from ferry.errors import DeadlineExceeded, InvalidInput, NotReady
+from ferry.errors import InvalidInput, NotReady
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,13 @@ def _time_range(data_dir: Path):
     return min(lows), max(highs)
 
 
+def import_feast() -> None:
+    """Import Feast on the calling thread. CPython 3.11.7 fails importing Feast on a worker thread (typeguard's
+    ``ast.parse``: "AST constructor recursion depth mismatch"), so entrypoints call this on the main thread
+    before their event loop starts; here it is a no-op once imported."""
+    import feast  # noqa: F401
+
+
 class FeatureSource(Protocol):
     """Online features for a batch of entity ids: one list of values per feature, ``None`` where missing."""
 
@@ -152,6 +159,7 @@ class SdkFeatures:
         self._keys: list[str] = []
 
     async def start(self) -> None:
+        import_feast()
         self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="feast")
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._open)
@@ -176,8 +184,22 @@ class SdkFeatures:
         if unknown:
             raise ValueError(f"features {unknown} are not in the feature repo; it has {sorted(known)}")
         self._keys = [ref.replace(":", "__") for ref in self.features]
+        self._fail_fast_on_redis()
         # The first lookup opens connections and loads the registry: pay for it before reporting ready.
         self._read(["__warmup__"])
+
+    def _fail_fast_on_redis(self) -> None:
+        """redis-py retries a refused connection three times with 1-8 s of backoff, so a Redis outage would hold
+        every lookup past its deadline; one quick retry (a dropped idle connection) is enough here, and the
+        caller gets a prompt 503 while Redis is down."""
+        config = self._store.config.online_store
+        if getattr(config, "type", "") != "redis" or getattr(config, "client", "redis") != "redis":
+            return
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        online_store = self._store._get_provider().online_store  # Feast has no public handle on its client
+        online_store._get_client(config).set_retry(Retry(NoBackoff(), retries=1))
 
     def _read(self, ids: list[str]) -> list[list[Any]]:
         response = self._store.get_online_features(
@@ -192,7 +214,8 @@ class SdkFeatures:
                 loop.run_in_executor(self._executor, self._read, ids), self.timeout_s
             )
         except asyncio.TimeoutError:
-            raise DeadlineExceeded(f"feature store did not answer within {self.timeout_s} s") from None
+            # A store that does not answer is as unavailable as one that refuses: 503, and retry later.
+            raise NotReady(f"feature store unavailable: no answer within {self.timeout_s} s") from None
         except (InvalidInput, NotReady):
             raise
         except Exception as exc:
@@ -226,6 +249,13 @@ class RemoteFeatures:
         self.feature_service = feature_service
         self.timeout_s = timeout_s
         self._client = None
+        if feature_service or not self.features:
+            # The feature server answers a feature service's features in an order of its own (measured: not
+            # the service's), and the model needs its column order: name the features explicitly.
+            raise ValueError(
+                "with Feast's feature server (online_store=remote), name the features in the model's column "
+                "order with --features; a feature service's order is not kept by the server"
+            )
 
     async def start(self) -> None:
         import httpx
@@ -235,24 +265,17 @@ class RemoteFeatures:
             timeout=httpx.Timeout(self.timeout_s),
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
         )
-        names, _ = await self._request(["__warmup__"])
-        if self.feature_service:
-            # The server resolves the service; keep its order (minus the entity column) for the check.
-            self.features = [name.replace("__", ":", 1) for name in names if name != ENTITY_KEY]
+        await self._request(["__warmup__"])  # reachable, and it knows every feature
 
     async def _request(self, ids: list[str]) -> tuple[list[str], list[dict]]:
         import httpx
 
-        body: dict[str, Any] = {"entities": {ENTITY_KEY: ids}, "full_feature_names": True}
-        if self.feature_service:
-            body["feature_service"] = self.feature_service
-        else:
-            body["features"] = self.features
+        body = {"entities": {ENTITY_KEY: ids}, "features": self.features, "full_feature_names": True}
         try:
             response = await self._client.post("/get-online-features", json=body)
         except httpx.TimeoutException:
-            raise DeadlineExceeded(
-                f"feature server {self.url} did not answer within {self.timeout_s} s"
+            raise NotReady(
+                f"feature store unavailable: {self.url} did not answer within {self.timeout_s} s"
             ) from None
         except httpx.HTTPError as exc:
             raise _unavailable(exc) from None

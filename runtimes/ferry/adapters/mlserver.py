@@ -12,10 +12,13 @@ requests) and, for GPU models, ``parallel_workers: 0`` so that one process owns 
 
 from __future__ import annotations
 
+import contextlib
+
 import prometheus_client
 from mlserver import MLModel
 from mlserver.codecs import NumpyCodec
 from mlserver.errors import MLServerError
+from mlserver.settings import ModelSettings as MLServerModelSettings
 from mlserver.types import InferenceRequest, InferenceResponse, MetadataTensor
 from mlserver.utils import get_model_uri
 from pydantic import ValidationError
@@ -38,26 +41,24 @@ _STATUS = {
 }
 
 
-def _mlserver_error(exc: ServingError) -> MLServerError:
-    return MLServerError(exc.message, status_code=_STATUS[exc.code])
+def _mlserver_error(exc: ServingError, context: str = "") -> MLServerError:
+    return MLServerError(context + exc.message, status_code=_STATUS[exc.code])
 
 
 def _export_ferry_metrics() -> None:
     """Put Ferry's batcher metrics (``ferry_batch_rows``...) on MLServer's metrics port: with
     ``parallel_workers: 0`` MLServer serves prometheus_client's default registry, Ferry keeps its own."""
-    try:
+    # ValueError: an earlier model registered it. (MLServer re-imports this module for every model it loads,
+    # so a module-level flag would not remember.)
+    with contextlib.suppress(ValueError):
         prometheus_client.REGISTRY.register(metrics.REGISTRY)
-    except ValueError:
-        # Already there: an earlier model registered it. (MLServer re-imports this module for every model
-        # it loads, so a module-level flag would not remember.)
-        pass
 
 
 class FerryRuntime(MLModel):
     """``parameters.uri``: local directory or file, storage URI or ``models:/``; ``parameters.extra``: Ferry's
     ``ModelSettings`` (batching, device, threads...), validated before anything loads."""
 
-    def __init__(self, settings):
+    def __init__(self, settings: MLServerModelSettings):
         super().__init__(settings)
         self.predictor: Predictor | None = None
 
@@ -80,7 +81,7 @@ class FerryRuntime(MLModel):
             # Runs on MLServer's event loop, where the batcher's asyncio objects must live.
             await self.predictor.load()
         except ServingError as exc:
-            raise MLServerError(f"model {self.name!r}: {exc.message}", status_code=400) from None
+            raise _mlserver_error(exc, f"model {self.name!r}: ") from None
         _export_ferry_metrics()
         if not self.inputs and self.predictor.signature:
             # So /v2/models/<name> describes the model without declaring it twice in model-settings.json.

@@ -7,6 +7,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,6 +20,11 @@ from ferry.demo.data import (
     REFERENCE_TIME,
     churn_frame,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ferry.demo.models import ChurnMLP
 
 SEED = 7
 #: The seed's client example: [tenure, monthly_charges, total_charges, contract].
@@ -58,18 +64,16 @@ def build(out: Path, *, quick: bool = False, progress: Callable[[str], None] = p
     # One thread: multi-threaded CPU kernels may sum in a different order and change the last bits.
     torch.set_num_threads(1)
     try:
-        churn = _churn(out, quick, step)
+        frame = _churn_data(out, quick, step)
+        churn, model, heldout = _churn_model(out, frame, quick, step)
+        step("writing the Feast offline feature data")
+        feast = _feast(out / "feast", frame)
         digits = _digits(out, quick, step)
         step("registering churn-classifier in MLflow (pytorch v1, onnx v2 @Production) and checking it")
         from ferry.demo.registry import register_churn
 
-        heldout = churn.pop("_heldout_x")
-        mlflow = register_churn(
-            out / "mlflow",
-            churn.pop("_model"),
-            Path(churn["model_dirs"]["onnx"]) / "model.onnx",
-            heldout[:8],
-            heldout,
+        registry = register_churn(
+            out / "mlflow", model, out / "churn" / "onnx" / "model.onnx", example=heldout[:8], check=heldout
         )
     finally:
         torch.set_num_threads(threads)
@@ -81,26 +85,32 @@ def build(out: Path, *, quick: bool = False, progress: Callable[[str], None] = p
         "reference_time": REFERENCE_TIME.isoformat(),
         "churn": churn,
         "digits": digits,
-        "mlflow": mlflow,
+        "feast": feast,
+        "mlflow": registry,
     }
-    manifest["feast"] = churn.pop("feast")
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     progress(f"done in {time.monotonic() - started:.1f} s: {out / 'manifest.json'}")
     return manifest
 
 
-def _churn(out: Path, quick: bool, step: _Progress) -> dict:
+def _churn_data(out: Path, quick: bool, step: _Progress) -> pd.DataFrame:
+    rows = 2_000 if quick else 20_000
+    step(f"generating churn data ({rows:,} customers)")
+    frame = churn_frame(rows, seed=SEED)
+    path = out / "churn" / "data" / "churn.parquet"
+    path.parent.mkdir(parents=True)
+    frame.to_parquet(path, index=False)
+    return frame
+
+
+def _churn_model(
+    out: Path, frame: pd.DataFrame, quick: bool, step: _Progress
+) -> tuple[dict, ChurnMLP, np.ndarray]:
+    """Train, evaluate and export the churn MLP; returns (manifest section, model, held-out inputs)."""
     import torch
     from sklearn.metrics import roc_auc_score
 
     from ferry.demo import models
-
-    rows = 2_000 if quick else 20_000
-    step(f"generating churn data ({rows:,} customers)")
-    frame = churn_frame(rows, seed=SEED)
-    data_path = out / "churn" / "data" / "churn.parquet"
-    data_path.parent.mkdir(parents=True)
-    frame.to_parquet(data_path, index=False)
 
     train, test = frame[frame["split"] == "train"], frame[frame["split"] == "test"]
     x_train = train[FEATURES].to_numpy(np.float32)
@@ -108,15 +118,7 @@ def _churn(out: Path, quick: bool, step: _Progress) -> dict:
     step(f"training the churn MLP ({len(train):,} rows)")
     torch.manual_seed(SEED)  # each model's initial weights independent of what ran before
     model = models.ChurnMLP(x_train.mean(axis=0), x_train.std(axis=0))
-    models.train(
-        model,
-        x_train,
-        train["churn"].to_numpy(),
-        epochs=30 if quick else 20,
-        batch_size=128,
-        lr=3e-3,
-        seed=SEED,
-    )
+    models.train(model, x_train, train["churn"].to_numpy(), epochs=10, batch_size=128, lr=3e-3, seed=SEED)
     probabilities = models.predict(model, x_test)
     metrics = {
         "heldout_rows": len(test),
@@ -154,23 +156,19 @@ def _churn(out: Path, quick: bool, step: _Progress) -> dict:
         },
     }
     (out / "churn" / "meta.json").write_text(json.dumps(churn_meta, indent=2) + "\n")
-    step("writing the Feast offline feature data")
-    feast = _feast(out / "feast", frame)
 
-    return {
-        "data": str(data_path),
-        "rows": rows,
+    section = {
+        "data": str(out / "churn" / "data" / "churn.parquet"),
+        "rows": len(frame),
         "model_dirs": {kind: str(path) for kind, path in dirs.items()},
         "reference": str(out / "churn" / "reference.csv"),
         "meta": str(out / "churn" / "meta.json"),
         "metrics": metrics,
-        "feast": feast,
-        "_model": model,
-        "_heldout_x": x_test,
     }
+    return section, model, x_test
 
 
-def _feast(directory: Path, frame) -> dict:
+def _feast(directory: Path, frame: pd.DataFrame) -> dict:
     """Offline feature data for a Feast repo: the churn customers' own values, so ids -> Feast -> model agree.
 
     ``customer_num`` rides along so an INT64 entity works as well as the STRING ``customer_id``."""

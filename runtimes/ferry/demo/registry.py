@@ -6,8 +6,12 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 REGISTERED_MODEL = "churn-classifier"
 ALIAS = "Production"
@@ -18,7 +22,9 @@ def tracking_uri(root: Path) -> str:
     return f"sqlite:///{root.resolve() / 'mlflow.db'}"
 
 
-def register_churn(root: Path, model, onnx_path: Path, example: np.ndarray, check: np.ndarray) -> dict:
+def register_churn(
+    root: Path, model: torch.nn.Module, onnx_path: Path, *, example: np.ndarray, check: np.ndarray
+) -> dict:
     """Log ``model`` as version 1 (pytorch flavour, a torch.export program) and the ONNX file as version 2
     (onnx flavour) of ``churn-classifier``, point the ``Production`` alias at version 2, then load both back
     through ``mlflow.pyfunc`` and check them against the ONNX file on ``check`` rows."""

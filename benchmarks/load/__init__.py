@@ -1,0 +1,1 @@
+"""Load generators and payloads shared by benchmarks/run.py."""

@@ -1,0 +1,209 @@
+"""The Feast transformer's added latency: end to end (client -> transformer -> Feast -> predictor) minus calling
+the predictor directly with the same features, at 16 concurrent clients (wrk, one request = one customer id).
+
+    .venv/bin/python benchmarks/transformer_latency.py [--duration 10] [--demo_dir .ferry/demo]
+
+Starts everything on loopback: redis-server, Ferry's predictor on the demo churn ONNX model, and one
+``ferry-transformer`` per configuration (SQLite / Redis online store; remote predictor over V2 REST or gRPC, or
+collocated in-process; Ferry's lean server or kserve.ModelServer). Prints a markdown table. Targets: added
+p50 <= 2 ms, p99 <= 10 ms."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+TARGET_P50_MS, TARGET_P99_MS = 2.0, 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_ready(url: str, process: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{process.args[0]} exited with {process.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise SystemExit(f"not ready within {timeout} s: {url}")
+
+
+def wrk(url: str, body: dict, duration: int, connections: int, workdir: Path) -> dict[str, float]:
+    """p50/p99 latency (ms) and requests/s of POSTing ``body`` to ``url`` with ``connections`` clients."""
+    script = workdir / "post.lua"
+    payload = json.dumps(body).replace("\\", "\\\\").replace('"', '\\"')
+    script.write_text(
+        f'wrk.method = "POST"\nwrk.body = "{payload}"\nwrk.headers["Content-Type"] = "application/json"\n'
+        "done = function(summary, latency, requests)\n"
+        "  io.write(string.format('P50 %f\\nP99 %f\\nERRORS %d\\n', latency:percentile(50), "
+        "latency:percentile(99), summary.errors.status + summary.errors.connect + summary.errors.timeout))\n"
+        "end\n"
+    )
+    # One wrk thread is plenty for 16 connections on loopback and leaves the cores to the servers.
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    p50 = float(re.search(r"P50 ([\d.]+)", out).group(1)) / 1000
+    p99 = float(re.search(r"P99 ([\d.]+)", out).group(1)) / 1000
+    errors = int(re.search(r"ERRORS (\d+)", out).group(1))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    if errors:
+        raise SystemExit(f"{url}: {errors} failed requests\n{out}")
+    return {"p50": p50, "p99": p99, "rps": rps}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--demo_dir", default=str(REPO / ".ferry" / "demo"))
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer configurations (SQLite/Redis x remote/collocated)"
+    )
+    args = parser.parse_args()
+    if shutil.which("wrk") is None or shutil.which("redis-server") is None:
+        raise SystemExit("needs wrk and redis-server (apt-get install wrk redis-server)")
+
+    demo = Path(args.demo_dir)
+    if not (demo / "manifest.json").exists():
+        from ferry.demo import build
+
+        build(demo, quick=True)
+    model_dir = demo / "churn" / "onnx"
+    work = Path(tempfile.mkdtemp(prefix="ferry-bench-"))
+    processes: list[subprocess.Popen] = []
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+
+    def spawn(command: list[str], name: str) -> subprocess.Popen:
+        log = open(work / f"{name}.log", "wb")  # noqa: SIM115 - the child owns it
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        processes.append(process)
+        return process
+
+    try:
+        redis_port = free_port()
+        spawn(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", ""], "redis")
+        from ferry_feast.store import prepare
+
+        repos = {
+            "sqlite": prepare(work / "repo-sqlite", demo / "feast"),
+            "redis": prepare(
+                work / "repo-redis", demo / "feast", online_store="redis", redis_url=f"127.0.0.1:{redis_port}"
+            ),
+        }
+        http, grpc_port = free_port(), free_port()
+        predictor = f"127.0.0.1:{http}"
+        process = spawn(
+            [
+                *(str(BIN / "ferry-predictor"), "--model_name=churn", f"--model_dir={model_dir}"),
+                *(f"--http_port={http}", f"--grpc_port={grpc_port}", "--host=127.0.0.1"),
+            ],
+            "predictor",
+        )
+        wait_ready(f"http://{predictor}/v2/health/ready", process)
+
+        configs = [  # (store, mode, server, flags)
+            ("sqlite", "remote v2", "ferry", [f"--predictor_host={predictor}", "--predictor_protocol=v2"]),
+            ("sqlite", "collocated", "ferry", [f"--collocated_model_dir={model_dir}"]),
+            ("redis", "remote v2", "ferry", [f"--predictor_host={predictor}", "--predictor_protocol=v2"]),
+            ("redis", "collocated", "ferry", [f"--collocated_model_dir={model_dir}"]),
+        ]
+        if not args.quick:
+            configs += [
+                (
+                    "sqlite",
+                    "remote grpc-v2",
+                    "ferry",
+                    [f"--predictor_host=127.0.0.1:{grpc_port}", "--predictor_protocol=grpc-v2"],
+                ),
+                (
+                    "sqlite",
+                    "remote v2",
+                    "kserve",
+                    [f"--predictor_host={predictor}", "--predictor_protocol=v2"],
+                ),
+                ("sqlite", "collocated", "kserve", [f"--collocated_model_dir={model_dir}"]),
+            ]
+        seed_features = [24, 65.5, 1572.0, 1]
+        direct = wrk(
+            f"http://{predictor}/v1/models/churn:predict",
+            {"instances": [seed_features]},
+            args.duration,
+            args.connections,
+            work,
+        )
+        rows = []
+        for store, mode, server, flags in configs:
+            port = free_port()
+            process = spawn(
+                [
+                    *(str(BIN / "ferry-transformer"), "--model_name=churn-transformer"),
+                    *("--predictor_model_name=churn", f"--feature_repo={repos[store]}"),
+                    *(f"--online_store={store}", f"--server={server}", f"--http_port={port}"),
+                    *("--grpc_port=0", "--host=127.0.0.1", "--log_level=warning", *flags),
+                ],
+                f"transformer-{store}-{mode}-{server}".replace(" ", "_"),
+            )
+            wait_ready(f"http://127.0.0.1:{port}/v2/models/churn-transformer/ready", process)
+            url = f"http://127.0.0.1:{port}/v1/models/churn-transformer:predict"
+            wrk(url, {"instances": ["C00001"]}, 2, args.connections, work)  # warm-up
+            result = wrk(url, {"instances": ["C00001"]}, args.duration, args.connections, work)
+            rows.append((store, mode, server, result))
+            process.terminate()
+            process.wait(30)
+
+        print(
+            f"\nAdded latency at {args.connections} concurrent clients, {args.duration} s each, wrk, V1 JSON, 1 id"
+        )
+        print(
+            f"predictor called directly: p50 {direct['p50']:.2f} ms, p99 {direct['p99']:.2f} ms, "
+            f"{direct['rps']:.0f} req/s\n"
+        )
+        print(
+            "| store | predictor | server | e2e p50 ms | e2e p99 ms | added p50 ms | added p99 ms | req/s | target |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|")
+        for store, mode, server, r in rows:
+            added50, added99 = r["p50"] - direct["p50"], r["p99"] - direct["p99"]
+            ok = "met" if added50 <= TARGET_P50_MS and added99 <= TARGET_P99_MS else "missed"
+            print(
+                f"| {store} | {mode} | {server} | {r['p50']:.2f} | {r['p99']:.2f} | {added50:.2f} | {added99:.2f} "
+                f"| {r['rps']:.0f} | {ok} |"
+            )
+        return 0
+    finally:
+        for process in reversed(processes):
+            if process.poll() is None:
+                process.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(30)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -302,18 +302,19 @@ def start_server(name: str, model: str, directory: Path, log_dir: Path) -> Serve
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{name} exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-        if (grpc_ready if grpc_only else http_ready)(server):
+        if grpc_ready(server) if grpc_only else http_ready(server, f"/v2/models/{model}/ready"):
             return server
         time.sleep(0.25)
     server.stop()
     raise RuntimeError(f"{name} not ready within {START_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}")
 
 
-def http_ready(server: Server) -> bool:
+def http_ready(server: Server, path: str) -> bool:
+    """The model's own V2 readiness: server readiness can turn true before a model is bound (PyTriton)."""
     import httpx
 
     try:
-        return httpx.get(f"{server.http_url}/v2/health/ready", timeout=2).status_code == 200
+        return httpx.get(server.http_url + path, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
 

@@ -27,6 +27,7 @@ def create_app(model_dir: str, model_name: str) -> FastAPI:
     app = FastAPI()
 
     @app.get("/v2/health/ready")
+    @app.get(f"/v2/models/{model_name}/ready")
     async def ready():
         return {"ready": True}
 

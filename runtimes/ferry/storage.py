@@ -27,7 +27,9 @@ METADATA_FILE = "ferry.json"
 
 def is_remote(uri: str) -> bool:
     """A URI that names a model somewhere else (to fetch), rather than a local path."""
-    return uri.startswith(("models:/", "runs:/", "pvc://")) or ("://" in uri and not uri.startswith("file://"))
+    return uri.startswith(("models:/", "runs:/", "pvc://")) or (
+        "://" in uri and not uri.startswith("file://")
+    )
 
 
 def fetch(uri: str, cache_dir: Path, *, attempts: int = 3, backoff_s: float = 1.0) -> Path:

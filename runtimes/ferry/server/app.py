@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from ferry.repository import Repository
 from ferry.server.rest import RestApp
+from ferry.tracing import configure as configure_tracing
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ class ServeOptions:
     max_grpc_message_bytes: int = 64 << 20
     drain_timeout_s: float = 30.0
     server_name: str = "ferry"
+    otel_endpoint: str = ""
 
 
 def serve(repository: Repository, options: ServeOptions) -> int:
@@ -82,6 +84,7 @@ def serve(repository: Repository, options: ServeOptions) -> int:
         on_startup=on_startup,
         on_shutdown=on_shutdown,
         server_name=options.server_name,
+        tracer=configure_tracing(options.otel_endpoint, options.server_name),
     )
     config = uvicorn.Config(
         app,

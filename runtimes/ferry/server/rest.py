@@ -66,8 +66,10 @@ class RestApp:
         on_startup: Callable[[], Awaitable[None]] | None = None,
         on_shutdown: Callable[[], Awaitable[None]] | None = None,
         server_name: str = "ferry",
+        tracer=None,
     ):
         self.repository = repository
+        self.tracer = tracer
         self.max_body_bytes = max_body_bytes
         self.on_startup = on_startup
         self.on_shutdown = on_shutdown
@@ -107,7 +109,10 @@ class RestApp:
         token = request_headers.set(headers)
         protocol = "other"
         try:
-            protocol, response = await self._route(scope["method"], scope["path"], headers, receive)
+            if self.tracer is None:
+                protocol, response = await self._route(scope["method"], scope["path"], headers, receive)
+            else:
+                protocol, response = await self._traced(scope["method"], scope["path"], headers, receive)
         except ServingError as exc:
             response = self._error(exc, scope["path"])
         except Exception:
@@ -138,6 +143,21 @@ class RestApp:
         if counter is None:
             counter = self._counts[key] = HTTP_REQUESTS.labels(protocol, f"{response.status // 100}xx")
         counter.inc()
+
+    async def _traced(self, method: str, path: str, headers: dict, receive) -> tuple[str, Response]:
+        from ferry.tracing import start_server_span
+
+        with start_server_span(self.tracer, f"{method} {path}", headers) as span:
+            span.set_attribute("http.request.method", method)
+            span.set_attribute("url.path", path)
+            span.set_attribute("ferry.request_id", headers["x-request-id"])
+            try:
+                protocol, response = await self._route(method, path, headers, receive)
+            except ServingError as exc:
+                span.set_attribute("http.response.status_code", HTTP_STATUS[exc.code])
+                raise
+            span.set_attribute("http.response.status_code", response.status)
+            return protocol, response
 
     def _error(self, exc: ServingError, path: str) -> Response:
         status = 405 if isinstance(exc, MethodNotAllowed) else HTTP_STATUS[exc.code]

@@ -138,11 +138,14 @@ def main() -> None:
         server = start(command, root / "mlserver.log", http_port=ports["http_port"])
         metrics_url = f"http://127.0.0.1:{ports['metrics_port']}/metrics"
         rows = []
+        load_before = os.getloadavg()[0]
         try:
-            for name in SETUPS:
-                url = f"{server.url}/v2/models/{name}/infer"
-                run_wrk(url, 16, 2, script, client_cpu)  # warm-up: connections, allocator, caches
-                for connections in (int(c) for c in args.concurrency.split(",")):
+            for name in SETUPS:  # warm-up: connections, allocator, caches
+                run_wrk(f"{server.url}/v2/models/{name}/infer", 16, 2, script, client_cpu)
+            # Setups interleaved at each concurrency, so that noise from the machine hits them alike.
+            for connections in (int(c) for c in args.concurrency.split(",")):
+                for name in SETUPS:
+                    url = f"{server.url}/v2/models/{name}/infer"
                     before = batch_stats(metrics_url, name)
                     result = run_wrk(url, connections, args.duration, script, client_cpu)
                     after = batch_stats(metrics_url, name)
@@ -153,12 +156,14 @@ def main() -> None:
                     time.sleep(1)
         finally:
             server.stop()
+        load_after = os.getloadavg()[0]
 
     print(f"\nMLServer 1.7.1, Ferry runtime, demo churn ONNX, 1-row V2 REST JSON, wrk {args.duration} s each")
-    print(f"(server on CPU {server_cpu}, wrk on CPU {client_cpu})\n" if pin else "(unpinned)\n")
+    placement = f"server on CPU {server_cpu}, wrk on CPU {client_cpu}" if pin else "unpinned"
+    print(f"({placement}; 1-minute load average {load_before:.1f} before, {load_after:.1f} after)\n")
     print("| setup | concurrency | req/s | p50 ms | p99 ms | non-2xx | Ferry rows/batch |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, connections, r in rows:
+    for name, connections, r in sorted(rows, key=lambda row: list(SETUPS).index(row[0])):
         per_batch = f"{r['rows_per_batch']:.1f}" if r["rows_per_batch"] else "–"
         print(
             f"| {LABELS[name]} | {connections} | {r['rps']:,.0f} | {r['p50'] * 1e3:.2f} | "

@@ -618,8 +618,11 @@ def measure_peer(server, peer_name, case, model_name, input_name, x, expected, r
 # ------------------------------------------------------------------------------------------ py-spy budget
 
 # Where a sampled stack's time goes: the first rule matching its innermost Python frame (file path) wins.
+IDLE = "idle: executor thread waiting for a batch (not CPU; excluded)"
 PROFILE_RULES = [
+    (IDLE, ("_worker (concurrent/futures/thread.py:81)",)),
     ("model compute (onnxruntime)", ("onnxruntime",)),
+    ("thread hand-off (executor submit: queue put, wake-up)", ("concurrent/futures/",)),
     ("batcher / queue", ("ferry/batching.py",)),
     ("metrics", ("ferry/metrics.py", "prometheus_client")),
     ("codec (JSON/binary <-> numpy)", ("ferry/codec.py", "ferry/protocol/", "orjson", "json/")),
@@ -640,11 +643,11 @@ def summarise_profile(path: Path, rps: float | None) -> dict:
             continue
         frames = stack.split(";")
         leaf = frames[-1]
-        for category, needles in PROFILE_RULES:
-            if any(n in leaf for n in needles):
-                totals[category] = totals.get(category, 0) + int(count)
-                break
-        functions[leaf] = functions.get(leaf, 0) + int(count)
+        category = next(c for c, needles in PROFILE_RULES if any(n in leaf for n in needles))
+        totals[category] = totals.get(category, 0) + int(count)
+        if category != IDLE:
+            functions[leaf] = functions.get(leaf, 0) + int(count)
+    idle = totals.pop(IDLE, 0)
     samples = sum(totals.values())
     if not samples or not rps:
         return {}
@@ -652,6 +655,7 @@ def summarise_profile(path: Path, rps: float | None) -> dict:
     top = sorted(functions.items(), key=lambda kv: -kv[1])[:15]
     return {
         "samples": samples,
+        "idle_samples_excluded": idle,
         "us_per_request": per_request,
         "budget_us": {k: per_request * v / samples for k, v in sorted(totals.items(), key=lambda kv: -kv[1])},
         "top_functions_pct": {k: 100 * v / samples for k, v in top},
@@ -920,6 +924,9 @@ def plot(records: dict) -> None:
             ylabel="latency (ms)",
             title="p50 (o) and p99 (x)",
         )
+        for axis in (left, right):  # label the measured concurrencies, not powers of ten
+            axis.set_xticks(record["concurrency"], [str(c) for c in record["concurrency"]])
+            axis.minorticks_off()
         left.legend(fontsize=7)
         left.grid(alpha=0.3)
         right.grid(alpha=0.3)

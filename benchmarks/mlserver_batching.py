@@ -77,7 +77,18 @@ def write_repository(root: Path, model: Path, ports: dict[str, int]) -> None:
 
 
 def run_wrk(url: str, connections: int, duration: int, script: Path, cpu: str | None) -> dict:
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url]
+    command = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{duration}s",
+        "--timeout",
+        "10s",
+        "--latency",
+        "-s",
+        str(script),
+    ]
+    command.append(url)
     if cpu is not None:
         command = ["taskset", "-c", cpu, *command]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
@@ -86,8 +97,8 @@ def run_wrk(url: str, connections: int, duration: int, script: Path, cpu: str | 
     socket_errors = re.search(r"Socket errors: (.*)", out)
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-        "p50": percentile["50"],
-        "p99": percentile["99"],
+        "p50": percentile.get("50", float("nan")),  # wrk prints no percentiles when nothing completed
+        "p99": percentile.get("99", float("nan")),
         "errors": int(errors.group(1)) if errors else 0,
         "socket_errors": socket_errors.group(1) if socket_errors else "",
     }

@@ -904,6 +904,9 @@ def plot(records: dict) -> None:
     import matplotlib.pyplot as plt
 
     PLOTS.mkdir(exist_ok=True)
+    for stale in PLOTS.glob("*.png"):  # a case whose results file is gone loses its plot too
+        if stale.stem not in records:
+            stale.unlink()
     for name, record in records.items():
         fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
         for peer, entry in record["peers"].items():

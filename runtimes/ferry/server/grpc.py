@@ -5,14 +5,13 @@ Outputs always go back as ``raw_output_contents`` (what Triton does, and cheapes
 from __future__ import annotations
 
 import logging
-import uuid
 
 import grpc
 import numpy as np
 
 from ferry import __version__
 from ferry.codec import datatype_of, decode_binary, encode_binary, numpy_dtype
-from ferry.context import request_headers
+from ferry.context import new_request_id, request_headers
 from ferry.errors import ErrorCode, InvalidInput, ServingError
 from ferry.metrics import GRPC_REQUESTS
 from ferry.protocol import grpc_predict_v2_pb2 as pb
@@ -136,7 +135,7 @@ class InferenceServicer:
 
     async def ModelInfer(self, request, context):
         metadata = {key: value for key, value in context.invocation_metadata() if isinstance(value, str)}
-        metadata.setdefault("x-request-id", request.id or uuid.uuid4().hex)
+        metadata.setdefault("x-request-id", request.id or new_request_id())
         token = request_headers.set(metadata)
         try:
             handler = self.repository.ready(request.model_name, request.model_version)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -14,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ferry import __version__
 from ferry.codec import dumps
-from ferry.context import request_headers
+from ferry.context import new_request_id, request_headers
 from ferry.errors import ErrorCode, InvalidInput, ModelNotFound, PayloadTooLarge, ServingError
 from ferry.metrics import HTTP_REQUESTS, REGISTRY, REQUEST_SECONDS
 from ferry.protocol import v1, v2
@@ -104,7 +103,7 @@ class RestApp:
     async def _http(self, scope, receive, send) -> None:
         started = time.perf_counter()
         headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
-        request_id = headers.get("x-request-id") or uuid.uuid4().hex
+        request_id = headers.get("x-request-id") or new_request_id()
         headers["x-request-id"] = request_id
         token = request_headers.set(headers)
         protocol = "other"
@@ -199,6 +198,11 @@ class RestApp:
             raise InvalidInput(f"request body is not valid JSON: {exc}") from None
 
     async def _route(self, method: str, path: str, headers: dict, receive) -> tuple[str, Response]:
+        if method == "POST" and path.endswith("/infer") and path.startswith("/v2/models/"):
+            # The hot path, without the general routing below: /v2/models/{m}/infer
+            name = path[11:-6]
+            if name and "/" not in name:
+                return "v2", await self._v2_infer(name, None, headers, receive)
         parts = path.strip("/").split("/")
         head = parts[0]
         if head == "v2":

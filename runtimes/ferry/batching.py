@@ -55,26 +55,31 @@ class BatchingPolicy:
 
 
 class _Job:
-    __slots__ = ("deadline_handle", "enqueued", "future", "inputs", "key", "queued", "rows")
+    __slots__ = ("deadline", "enqueued", "future", "inputs", "key", "queued", "rows", "timeout_s")
 
-    def __init__(self, inputs: Tensors, rows: int, key: tuple, future: asyncio.Future, now: float):
+    def __init__(
+        self, inputs: Tensors, rows: int, key: tuple, future: asyncio.Future, now: float, timeout_s: float
+    ):
         self.inputs = inputs
         self.rows = rows
         self.key = key
         self.future = future
         self.enqueued = now
+        self.timeout_s = timeout_s
+        self.deadline = now + timeout_s
         self.queued = True
-        self.deadline_handle: asyncio.TimerHandle | None = None
 
 
 class BatchMetrics:
-    """Hooks the batcher reports to; the default does nothing (``ferry.metrics`` provides Prometheus)."""
+    """Hooks the batcher reports to, once per batch (not per request: at tens of thousands of requests a second
+    each observation shows); the default does nothing (``ferry.metrics`` provides Prometheus)."""
 
     def batch(self, rows: int, padded_rows: int, compute_seconds: float) -> None: ...
 
-    def queue_wait(self, seconds: float) -> None: ...
+    def queue_wait(self, seconds: float) -> None:
+        """The longest time a request of the batch waited in the queue."""
 
-    def outcome(self, outcome: str) -> None: ...
+    def outcome(self, outcome: str, count: int = 1) -> None: ...
 
 
 class DynamicBatcher:
@@ -100,6 +105,8 @@ class DynamicBatcher:
         self._wakeup: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None
         self._workers: list[asyncio.Task] = []
+        self._sweeper: asyncio.Task | None = None
+        self._running: list[list[_Job]] = []
         #: Recent compute seconds per batch-size bucket (power of two), to decide where a batch runs.
         self._compute_estimate: dict[int, float] = {}
         self._executors: list[ThreadPoolExecutor] = []
@@ -118,6 +125,7 @@ class DynamicBatcher:
             executor = ThreadPoolExecutor(1, thread_name_prefix=f"ferry-{self.name}-{index}")
             self._executors.append(executor)
             self._workers.append(asyncio.create_task(self._worker(runner, executor)))
+        self._sweeper = asyncio.create_task(self._sweep_deadlines())
         self._accepting = True
 
     async def stop(self, drain_timeout_s: float = 30.0) -> None:
@@ -128,9 +136,10 @@ class DynamicBatcher:
                 await asyncio.wait_for(self._idle.wait(), drain_timeout_s)
             except TimeoutError:
                 log.warning("model %s: %d rows still queued at shutdown", self.name, self._queued_rows)
-        for task in self._workers:
+        tasks = [*self._workers, *([self._sweeper] if self._sweeper else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._workers.clear()
         for queue in self._queues.values():
             for job in queue:
@@ -178,9 +187,8 @@ class DynamicBatcher:
     async def _submit(self, inputs: Tensors, rows: int, timeout_s: float) -> Tensors:
         self._check_capacity(rows)
         loop = self._loop
-        key = tuple((name, array.shape[1:], array.dtype.str) for name, array in inputs.items())
-        job = _Job(inputs, rows, key, loop.create_future(), loop.time())
-        job.deadline_handle = loop.call_later(timeout_s, self._expire, job, timeout_s)
+        key = tuple([(name, array.shape[1:], array.dtype.str) for name, array in inputs.items()])
+        job = _Job(inputs, rows, key, loop.create_future(), loop.time(), timeout_s)
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = collections.deque()
@@ -193,8 +201,6 @@ class DynamicBatcher:
         except asyncio.CancelledError:
             self._leave_queue(job)  # the caller went away: its rows must not be computed or counted
             raise
-        finally:
-            job.deadline_handle.cancel()
 
     def _leave_queue(self, job: _Job) -> None:
         if job.queued:
@@ -203,14 +209,32 @@ class DynamicBatcher:
             self.metrics.outcome("cancelled")
             self._check_idle()
 
-    def _expire(self, job: _Job, timeout_s: float) -> None:
+    def _expire(self, job: _Job) -> None:
         if job.future.done():
             return
         self._leave_queue(job)
         self.metrics.outcome("deadline")
         job.future.set_exception(
-            DeadlineExceeded(f"model {self.name!r}: no result within the deadline of {timeout_s:g} s")
+            DeadlineExceeded(f"model {self.name!r}: no result within the deadline of {job.timeout_s:g} s")
         )
+
+    async def _sweep_deadlines(self, interval_s: float = 0.02) -> None:
+        """Fail requests past their deadline, queued or running (a hung model must not hold callers forever).
+        One sweep every ``interval_s`` costs less than a timer per request, and deadlines are coarse anyway."""
+        loop = self._loop
+        while True:
+            await asyncio.sleep(interval_s)
+            now = loop.time()
+            for queue in list(self._queues.values()):
+                for job in queue:  # oldest first; requests behind a live one are younger
+                    if job.queued and job.deadline <= now:
+                        self._expire(job)
+                    elif job.queued:
+                        break
+            for batch in self._running:
+                for job in batch:
+                    if job.deadline <= now:
+                        self._expire(job)
 
     def _check_idle(self) -> None:
         if self._queued_rows == 0 and self._running_batches == 0:
@@ -260,16 +284,16 @@ class DynamicBatcher:
                 self._check_idle()
                 continue
             self._running_batches += 1
+            self._running.append(batch)
             try:
                 await self._run(batch, runner, executor)
             finally:
+                self._running.remove(batch)
                 self._running_batches -= 1
                 self._check_idle()
 
     async def _run(self, batch: list[_Job], runner: Runner, executor: ThreadPoolExecutor) -> None:
-        now = self._loop.time()
-        for job in batch:
-            self.metrics.queue_wait(now - job.enqueued)
+        self.metrics.queue_wait(self._loop.time() - batch[0].enqueued)
         rows = sum(job.rows for job in batch)
         if len(batch) == 1:
             merged = batch[0].inputs
@@ -301,21 +325,22 @@ class DynamicBatcher:
                 )
             )
             log.error("%s", error.message, exc_info=not isinstance(exc, ServingError))
-            for job in batch:
-                if not job.future.done():
-                    self.metrics.outcome("error")
-                    job.future.set_exception(error)
+            failed = [job for job in batch if not job.future.done()]
+            for job in failed:
+                job.future.set_exception(error)
+            self.metrics.outcome("error", len(failed))
             return
         previous = self._compute_estimate.get(bucket)
         self._compute_estimate[bucket] = elapsed if previous is None else 0.8 * previous + 0.2 * elapsed
         self.metrics.batch(rows, padded, elapsed)
-        offset = 0
+        offset, answered = 0, 0
         for job in batch:
             if not job.future.done():
-                self.metrics.outcome("ok")
                 end = offset + job.rows
                 job.future.set_result({name: array[offset:end] for name, array in outputs.items()})
+                answered += 1
             offset += job.rows
+        self.metrics.outcome("ok", answered)
 
     def _bucket(self, rows: int) -> int:
         for size in self._buckets:

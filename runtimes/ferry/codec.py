@@ -63,8 +63,11 @@ def numpy_dtype(datatype: Any, field: str) -> np.dtype:
 
 def check_shape(shape: Any, field: str) -> tuple[int, ...]:
     """A request's tensor shape: a list of non-negative integers."""
-    if not isinstance(shape, (list, tuple)) or not all(type(dim) is int and dim >= 0 for dim in shape):
+    if type(shape) is not list and type(shape) is not tuple:
         raise InvalidInput(f"{field}: shape must be a list of non-negative integers, got {shape!r}")
+    for dim in shape:
+        if type(dim) is not int or dim < 0:
+            raise InvalidInput(f"{field}: shape must be a list of non-negative integers, got {shape!r}")
     return tuple(shape)
 
 
@@ -135,14 +138,31 @@ def from_rows(rows: Any, dtype: np.dtype, field: str) -> np.ndarray:
     return _numeric_array(rows, dtype, field)
 
 
+def _first_leaf(data: list):
+    while isinstance(data, list) and data:
+        data = data[0]
+    return data
+
+
 def _numeric_array(data: list, dtype: np.dtype, field: str) -> np.ndarray:
+    if dtype.kind == "f" and type(_first_leaf(data)) in (float, int):
+        # Fast path (the common case: a float tensor sent as JSON numbers): convert in one step. A None among
+        # the numbers would become NaN (JSON itself has no NaN), so any NaN means the data was not all numbers;
+        # strings are caught by the slow path below, which also words every other error.
+        try:
+            array = np.array(data, dtype=dtype)
+        except (ValueError, TypeError):
+            pass
+        else:
+            if not np.isnan(array).any():
+                return array
     try:
         array = np.array(data)
     except ValueError:
         raise InvalidInput(f"{field}: data is ragged (rows of different lengths)") from None
     if array.size == 0:
         return array.astype(dtype)
-    if array.dtype.kind not in _ACCEPTED_KINDS[dtype.kind]:
+    if array.dtype.kind == "O" or array.dtype.kind not in _ACCEPTED_KINDS[dtype.kind]:
         got = (
             "strings" if array.dtype.kind in "SU" else "non-numbers" if array.dtype.kind == "O" else "floats"
         )

@@ -101,5 +101,6 @@ class PrometheusBatchMetrics(BatchMetrics):
     def queue_wait(self, seconds: float) -> None:
         self._queue_wait.observe(seconds)
 
-    def outcome(self, outcome: str) -> None:
-        self._outcomes[outcome].inc()
+    def outcome(self, outcome: str, count: int = 1) -> None:
+        if count:
+            self._outcomes[outcome].inc(count)

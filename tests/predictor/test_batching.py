@@ -22,8 +22,8 @@ class Recorder(BatchMetrics):
     def batch(self, rows, padded_rows, compute_seconds):
         self.batches.append((rows, padded_rows))
 
-    def outcome(self, outcome):
-        self.outcomes.append(outcome)
+    def outcome(self, outcome, count=1):
+        self.outcomes.extend([outcome] * count)
 
 
 def matmul(inputs):

@@ -27,15 +27,15 @@ class InferRequest:
 def parse_request(body: bytes, json_length: int | None = None) -> InferRequest:
     """A V2 infer request. ``json_length`` is the Inference-Header-Content-Length (binary extension): the JSON
     header is followed by the raw tensors, in input order, each ``parameters.binary_data_size`` bytes."""
-    view = memoryview(body)
     if json_length is not None:
+        view = memoryview(body)
         if not 0 < json_length <= len(body):
             raise InvalidInput(
                 f"Inference-Header-Content-Length {json_length} is outside the body of {len(body)} bytes"
             )
         header, binary, offset = view[:json_length], view, json_length
     else:
-        header, binary, offset = view, None, 0
+        header, binary, offset = body, None, 0  # orjson parses bytes about twice as fast as a memoryview
     try:
         request = orjson.loads(header)
     except orjson.JSONDecodeError as exc:

@@ -1,0 +1,116 @@
+"""``ferry-explainer``: the composition root of the explainer image.
+Settings -> artifacts (reference sample or gated saved explainer) -> predictor client + engine factory ->
+handler -> front end (Ferry's lean server, or kserve.ModelServer with ``--server kserve``) -> serve."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from pathlib import Path
+
+from ferry import logs
+from ferry.errors import InvalidInput, ServingError
+from ferry.settings import parse_settings
+
+from ferry_explain.settings import ExplainerSettings
+
+log = logging.getLogger("ferry_explain")
+
+
+def build(settings: ExplainerSettings):
+    """The explainer handler. Checks artifacts (and the unpickle gate) now; engines are built in load()."""
+    from ferry_explain import artifacts, engines
+    from ferry_explain.handler import ExplainerHandler
+    from ferry_explain.pool import BoundedPool
+    from ferry_explain.predictor import PredictorClient
+
+    model_dir = artifacts.local_path(settings.model_dir, settings.cache_dir)
+    found = artifacts.resolve(
+        model_dir=model_dir,
+        reference=artifacts.local_path(settings.reference_uri, settings.cache_dir),
+        feature_names=settings.feature_names,
+        class_names=settings.class_names,
+        categorical_map=settings.categorical_map,
+    )
+    features = found.features
+    if found.saved_dir is not None:
+        if settings.explainer_type == "shap":
+            raise InvalidInput("explainer_type shap cannot load a saved alibi explainer; give a reference sample")
+        artifacts.check_unpickle_allowed(found.saved_dir, settings.allow_unpickle, settings.explainer_sha256)
+        make = functools.partial(
+            _load_saved, directory=found.saved_dir, features=features, kind=settings.explainer_type
+        )
+    elif settings.explainer_type == "AnchorTabular":
+        make = functools.partial(
+            engines.AnchorEngine.fit, features=features, reference=found.reference, seed=settings.seed
+        )
+    else:
+        background = engines.background_rows(
+            found.reference, settings.background, settings.background_size, settings.seed
+        )
+        engine = engines.AlibiKernelShapEngine if settings.explainer_type == "KernelShap" else engines.ShapEngine
+        make = functools.partial(engine.fit, features=features, background=background, seed=settings.seed)
+    client = PredictorClient(
+        settings.predictor_host,
+        settings.predictor_protocol,
+        settings.target_model,
+        settings.predictor_timeout_s,
+        settings.max_request_rows,
+    )
+    return ExplainerHandler(
+        settings.model_name,
+        settings.explainer_type,
+        client,
+        make,
+        features,
+        engines.parameter_specs(settings.explainer_type, settings, features),
+        BoundedPool(settings.max_workers, settings.max_queue),
+        explain_timeout_s=settings.explain_timeout_s,
+        max_instances=settings.max_instances,
+        startup_timeout_s=settings.predictor_startup_timeout_s,
+    )
+
+
+def _load_saved(predict, directory: Path, *, features, kind: str):
+    from ferry_explain.engines import load_saved
+
+    engine = load_saved(directory, predict, features)
+    loaded = type(engine.explainer).__name__
+    if loaded != kind:
+        raise InvalidInput(f"--explainer_type is {kind} but {directory} holds a saved {loaded}")
+    return engine
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `--allow_unpickle` is a switch; parse_settings expects a value for every field.
+    argv = ["--allow_unpickle=true" if arg in ("--allow_unpickle", "--allow-unpickle") else arg for arg in argv]
+    settings = parse_settings(ExplainerSettings, argv, prog="ferry-explainer")
+    logs.configure(settings.log_level, settings.log_format)
+    try:
+        handler = build(settings)
+    except ServingError as exc:
+        sys.stderr.write(f"ferry-explainer: {exc.message}\n")
+        return 2
+    if settings.server == "kserve":
+        from ferry_explain.kserve_model import serve_with_kserve
+
+        return serve_with_kserve(handler, settings)
+    from ferry.repository import Repository
+    from ferry.server.app import ServeOptions, serve
+
+    return serve(
+        Repository([handler]),
+        ServeOptions(
+            host=settings.host,
+            http_port=settings.http_port,
+            grpc_port=0,  # HTTP only: this environment's protobuf need not load Ferry's generated stubs
+            drain_timeout_s=settings.drain_timeout_s,
+            server_name="ferry-explainer",
+        ),
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

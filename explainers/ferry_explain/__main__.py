@@ -88,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = ["--allow_unpickle=true" if arg in ("--allow_unpickle", "--allow-unpickle") else arg for arg in argv]
     settings = parse_settings(ExplainerSettings, argv, prog="ferry-explainer")
     logs.configure(settings.log_level, settings.log_format)
+    # httpx logs every request at INFO: one line per perturbation batch would drown the server's own logs.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         handler = build(settings)
     except ServingError as exc:

@@ -94,6 +94,14 @@ def local_path(uri: str, cache_dir: str) -> Path | None:
     from ferry import storage
 
     if storage.is_remote(uri):
+        import importlib.util
+
+        if uri.split("://")[0] not in ("models:", "runs:", "pvc:") and not importlib.util.find_spec("kserve_storage"):
+            # This image has no storage client: KServe's storage-initializer fills /mnt/models instead.
+            raise InvalidInput(
+                f"cannot fetch {uri!r}: this environment has no kserve_storage; let KServe's "
+                "storage-initializer download it to --model_dir (storageUri / STORAGE_URI), or mount it"
+            )
         return storage.fetch(uri, Path(cache_dir))
     path = Path(uri.removeprefix("file://"))
     return path if path.exists() else None

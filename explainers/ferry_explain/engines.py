@@ -141,7 +141,7 @@ class AlibiKernelShapEngine:
 
     @classmethod
     def fit(
-        cls, predict: PredictFn, features: Features, background: np.ndarray, seed: int
+        cls, predict: PredictFn, features: Features, background, seed: int
     ) -> AlibiKernelShapEngine:
         from alibi.explainers import KernelShap
 
@@ -173,12 +173,12 @@ class ShapEngine:
         self.background_rows = background_rows
 
     @classmethod
-    def fit(cls, predict: PredictFn, features: Features, background: np.ndarray, seed: int) -> ShapEngine:
+    def fit(cls, predict: PredictFn, features: Features, background, seed: int) -> ShapEngine:
         import shap
 
         np.random.seed(seed)  # shap samples coalitions with numpy's global generator
         explainer = shap.KernelExplainer(predict, background, link="identity")
-        return cls(explainer, predict, features, len(background))
+        return cls(explainer, predict, features, int(explainer.data.data.shape[0]))
 
     def explain(self, instance: np.ndarray, params: dict[str, Any]) -> tuple[dict, dict]:
         import shap
@@ -212,14 +212,15 @@ class ShapEngine:
         return payload, summary
 
 
-def background_rows(reference: np.ndarray, method: str, size: int, seed: int) -> np.ndarray:
-    """Kernel SHAP's background: k-means centres (shap.kmeans, weighted by cluster size) or a sample."""
+def background_rows(reference: np.ndarray, method: str, size: int, seed: int):
+    """Kernel SHAP's background: k-means centres weighted by cluster size (a ``shap`` DenseData, which both
+    alibi's KernelShap and shap's KernelExplainer take as is) or a random sample of rows."""
     if len(reference) <= size:
         return reference
     if method == "kmeans":
         import shap
 
-        return shap.kmeans(reference, size).data
+        return shap.kmeans(reference, size)
     rng = np.random.default_rng(seed)
     return reference[rng.choice(len(reference), size, replace=False)]
 

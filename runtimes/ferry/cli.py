@@ -179,6 +179,7 @@ def up(args: argparse.Namespace) -> int:
         print(f"ferry up: {', '.join(failed)} stopped; shutting down", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the orderly stop short
         print("\n==> stopping")
         return 0
     finally:

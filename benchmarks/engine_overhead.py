@@ -13,8 +13,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,8 +25,6 @@ import numpy as np
 
 
 def build_model(directory: Path) -> Path:
-    import sys
-
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from support.models import export, mlp
 
@@ -112,7 +112,11 @@ def main() -> None:
         import uvloop  # the servers' event loop
 
         results = uvloop.run(measure(model_dir, args.seconds))
-    results["machine"] = f"{platform.processor() or platform.machine()}, {platform.python_version()}"
+    results["machine"] = f"{platform.processor() or platform.machine()}, Python {platform.python_version()}"
+    results["load_average"] = f"{os.getloadavg()[0]:.2f}"
+    results["command"] = "taskset -c 0 .venv/bin/python benchmarks/engine_overhead.py " + " ".join(
+        sys.argv[1:]
+    )
     print("| measure | value |\n|---|---|")
     for key, value in results.items():
         print(f"| {key} | {value:.1f} |" if isinstance(value, float) else f"| {key} | {value} |")

@@ -893,8 +893,28 @@ def write_report(command: str) -> None:
                     ),
                     "",
                 ]
+    out += engine_section()
     (BENCH / "RESULTS.md").write_text("\n".join(out))
     plot(records)
+
+
+def engine_section() -> list[str]:
+    """The in-process engine figures of ``benchmarks/engine_overhead.py`` (issue 3), when recorded."""
+    path = BENCH / "results" / "engine.json"
+    if not path.exists():
+        return []
+    engine = json.loads(path.read_text())
+    return [
+        "## Engine overhead, in process (no HTTP)",
+        "",
+        f"`{engine.get('command', 'benchmarks/engine_overhead.py')}`; 1.6M-parameter MLP 512-1024-1024-10, one "
+        f"intra-op thread, uvloop; {engine.get('machine', '')}; load average before {engine.get('load_average', '?')}.",
+        "",
+        "| measure | value |",
+        "|---|---:|",
+        *(f"| {k} | {v:.1f} |" for k, v in engine.items() if isinstance(v, float)),
+        "",
+    ]
 
 
 def plot(records: dict) -> None:

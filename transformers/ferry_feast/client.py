@@ -65,7 +65,10 @@ def _status_error(status: int, body: bytes, where: str) -> ServingError:
 
 
 class _HttpClient:
-    """What V1 and V2 REST share: one pooled ``httpx.AsyncClient``, timeouts and the error table."""
+    """What V1 and V2 REST share: one pooled aiohttp session, timeouts and the error table.
+
+    aiohttp rather than httpx: on this hop every request pays the client's own CPU time, and aiohttp's C
+    parser costs a fraction of httpx's pure-Python stack (measured: the transformer's added latency)."""
 
     def __init__(self, host: str, model_name: str, timeout_s: float):
         self.base_url = host if "://" in host else f"http://{host}"
@@ -74,35 +77,37 @@ class _HttpClient:
         self._client = None
 
     async def start(self) -> None:
-        import httpx
+        import aiohttp
 
-        # Created here, on the serving loop (an AsyncClient is bound to the loop it first runs on).
-        self._client = httpx.AsyncClient(
+        # Created here, on the serving loop (a session is bound to the loop it is created on).
+        self._client = aiohttp.ClientSession(
             base_url=self.base_url,
-            timeout=httpx.Timeout(self.timeout_s),
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+            timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+            connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30),
+            skip_auto_headers=("User-Agent",),
         )
 
     async def _call(self, method: str, path: str, body: bytes | None = None) -> Any:
-        import httpx
+        import aiohttp
 
         headers = propagated()
         if body is not None:
             headers["content-type"] = "application/json"
         try:
-            response = await self._client.request(method, path, content=body, headers=headers)
-        except httpx.TimeoutException:
+            async with self._client.request(method, path, data=body, headers=headers) as response:
+                status, content = response.status, await response.read()
+        except TimeoutError:
             raise DeadlineExceeded(
                 f"predictor at {self.base_url} did not answer within {self.timeout_s} s"
             ) from None
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise UpstreamError(
                 f"predictor at {self.base_url} is unreachable: {type(exc).__name__}: {exc}"
             ) from None
-        if response.status_code != 200:
-            raise _status_error(response.status_code, response.content, f"{method} {path}")
+        if status != 200:
+            raise _status_error(status, content, f"{method} {path}")
         try:
-            return orjson.loads(response.content)
+            return orjson.loads(content)
         except orjson.JSONDecodeError:
             raise UpstreamError(f"predictor answered {path} with invalid JSON") from None
 
@@ -118,7 +123,7 @@ class _HttpClient:
 
     async def close(self) -> None:
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
 
 
 class V1Client(_HttpClient):

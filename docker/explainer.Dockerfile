@@ -13,6 +13,9 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 RUN pip install pip==26.3 setuptools==84.2.1
+# torch first, pinned, from the CPU index and without its dependencies (the lock pins those): from PyPI
+# `torch` is the multi-GB CUDA build. The explainer's tests run small models in process with it.
+RUN pip install --no-deps --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
 COPY requirements/explainer.lock /tmp/requirements/explainer.lock
 RUN pip install -r /tmp/requirements/explainer.lock && pip check
 COPY pyproject.toml README.md /src/

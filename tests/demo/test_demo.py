@@ -132,7 +132,7 @@ def test_every_artifact_exists(root):
 def test_progress_reports_each_step(rebuilt):
     _, lines = rebuilt
     steps = [line for line in lines if line.startswith("[")]
-    assert [line.split("]")[0] for line in steps] == [f"[{i}/9" for i in range(1, 10)]
+    assert [line.split("]")[0] for line in steps] == [f"[{i}/10" for i in range(1, 11)]
     assert all(line.endswith("...") for line in steps)
 
 

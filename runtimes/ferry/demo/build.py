@@ -30,8 +30,8 @@ SEED = 7
 #: The seed's client example: [tenure, monthly_charges, total_charges, contract].
 EXAMPLE_INSTANCE = [24, 65.5, 1572.0, 1]
 #: The sub-folders a build owns; they are replaced on every build so a rebuild starts from a clean registry.
-OWNED = ("churn", "digits", "feast", "mlflow", "manifest.json")
-STEPS = 9
+OWNED = ("churn", "digits", "feast", "mlflow", "triton", "manifest.json")
+STEPS = 10
 
 
 class _Progress:
@@ -77,6 +77,10 @@ def build(out: Path, *, quick: bool = False, progress: Callable[[str], None] = p
         )
     finally:
         torch.set_num_threads(threads)
+    step("writing the Triton model repository (preprocessing, classifier, ensemble)")
+    from ferry.demo.triton import write_repository
+
+    triton = write_repository(out, out / "churn" / "onnx" / "model.onnx", FEATURES)
 
     manifest = {
         "root": str(out),
@@ -87,6 +91,7 @@ def build(out: Path, *, quick: bool = False, progress: Callable[[str], None] = p
         "digits": digits,
         "feast": feast,
         "mlflow": registry,
+        "triton": {"repository": str(triton), "models": ["preprocessing", "classifier", "ensemble"]},
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     progress(f"done in {time.monotonic() - started:.1f} s: {out / 'manifest.json'}")

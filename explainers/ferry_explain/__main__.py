@@ -36,7 +36,9 @@ def build(settings: ExplainerSettings):
     features = found.features
     if found.saved_dir is not None:
         if settings.explainer_type == "shap":
-            raise InvalidInput("explainer_type shap cannot load a saved alibi explainer; give a reference sample")
+            raise InvalidInput(
+                "explainer_type shap cannot load a saved alibi explainer; give a reference sample"
+            )
         artifacts.check_unpickle_allowed(found.saved_dir, settings.allow_unpickle, settings.explainer_sha256)
         make = functools.partial(
             _load_saved, directory=found.saved_dir, features=features, kind=settings.explainer_type
@@ -49,7 +51,9 @@ def build(settings: ExplainerSettings):
         background = engines.background_rows(
             found.reference, settings.background, settings.background_size, settings.seed
         )
-        engine = engines.AlibiKernelShapEngine if settings.explainer_type == "KernelShap" else engines.ShapEngine
+        engine = (
+            engines.AlibiKernelShapEngine if settings.explainer_type == "KernelShap" else engines.ShapEngine
+        )
         make = functools.partial(engine.fit, features=features, background=background, seed=settings.seed)
     client = PredictorClient(
         settings.predictor_host,
@@ -79,13 +83,18 @@ def _load_saved(predict, directory: Path, *, features, kind: str):
     loaded = type(engine.explainer).__name__
     if loaded != kind:
         raise InvalidInput(f"--explainer_type is {kind} but {directory} holds a saved {loaded}")
+    saved_names = list(getattr(engine.explainer, "feature_names", None) or [])
+    if saved_names and saved_names != list(features.names):
+        raise InvalidInput(f"{directory} was fitted on features {saved_names}, not {list(features.names)}")
     return engine
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # `--allow_unpickle` is a switch; parse_settings expects a value for every field.
-    argv = ["--allow_unpickle=true" if arg in ("--allow_unpickle", "--allow-unpickle") else arg for arg in argv]
+    argv = [
+        "--allow_unpickle=true" if arg in ("--allow_unpickle", "--allow-unpickle") else arg for arg in argv
+    ]
     settings = parse_settings(ExplainerSettings, argv, prog="ferry-explainer")
     logs.configure(settings.log_level, settings.log_format)
     # httpx logs every request at INFO: one line per perturbation batch would drown the server's own logs.

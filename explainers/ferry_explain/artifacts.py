@@ -96,7 +96,9 @@ def local_path(uri: str, cache_dir: str) -> Path | None:
     if storage.is_remote(uri):
         import importlib.util
 
-        if uri.split("://")[0] not in ("models:", "runs:", "pvc:") and not importlib.util.find_spec("kserve_storage"):
+        if uri.split("://")[0] not in ("models:", "runs:", "pvc:") and not importlib.util.find_spec(
+            "kserve_storage"
+        ):
             # This image has no storage client: KServe's storage-initializer fills /mnt/models instead.
             raise InvalidInput(
                 f"cannot fetch {uri!r}: this environment has no kserve_storage; let KServe's "
@@ -193,7 +195,9 @@ def _categorical(names: tuple[str, ...], mapping: dict) -> dict[int, list[str]]:
         except (TypeError, ValueError, AttributeError):
             raise InvalidInput(f"categorical map of {feature!r} must map integer codes to names") from None
         if sorted(by_code) != list(range(len(by_code))):
-            raise InvalidInput(f"categorical codes of {feature!r} must be 0..{len(by_code) - 1}, got {sorted(by_code)}")
+            raise InvalidInput(
+                f"categorical codes of {feature!r} must be 0..{len(by_code) - 1}, got {sorted(by_code)}"
+            )
         result[names.index(feature)] = [by_code[code] for code in range(len(by_code))]
     return result
 

@@ -116,7 +116,9 @@ def _shap_summary(
         for i in order
     ]
     parts = ", ".join(f"{a['feature']}={a['value']} {a['attribution']:+.4f}" for a in attributions)
-    head = f"{label} (score {score:.3f}, base {base:.3f})" if label else f"score {score:.3f} (base {base:.3f})"
+    head = (
+        f"{label} (score {score:.3f}, base {base:.3f})" if label else f"score {score:.3f} (base {base:.3f})"
+    )
     return {
         "engine": engine,
         "prediction": label,
@@ -140,9 +142,7 @@ class AlibiKernelShapEngine:
         self.features = features
 
     @classmethod
-    def fit(
-        cls, predict: PredictFn, features: Features, background, seed: int
-    ) -> AlibiKernelShapEngine:
+    def fit(cls, predict: PredictFn, features: Features, background, seed: int) -> AlibiKernelShapEngine:
         from alibi.explainers import KernelShap
 
         explainer = KernelShap(predict, link="identity", feature_names=list(features.names), seed=seed)
@@ -236,4 +236,3 @@ def load_saved(directory: Path, predict: PredictFn, features: Features) -> Engin
     if name == "KernelShap":
         return AlibiKernelShapEngine(explainer, features)
     raise ValueError(f"saved explainer {directory} is a {name}; Ferry serves AnchorTabular and KernelShap")
-

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 from ferry.context import propagated
-from ferry.errors import BackendError, DeadlineExceeded, InvalidInput, ServingError
+from ferry.errors import BackendError, DeadlineExceeded, InvalidInput, NotReady, ServingError
+from ferry.metrics import REGISTRY
 from prometheus_client import Counter, Gauge, Histogram
 
 from ferry_explain.artifacts import Features
@@ -29,37 +30,30 @@ from ferry_explain.predictor import Calls, PredictorClient
 log = logging.getLogger(__name__)
 
 
-def _metrics():
-    # Registered once per process in Ferry's registry, so /metrics shows them next to the server's own.
-    from ferry.metrics import REGISTRY
-
-    seconds = Histogram(
-        "ferry_explain_seconds",
-        "Time to compute one explanation (worker time, including predictor calls)",
-        ["model"],
-        buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-        registry=REGISTRY,
-    )
-    calls = Histogram(
-        "ferry_explain_predictor_requests",
-        "Predictor requests one explanation made",
-        ["model"],
-        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
-        registry=REGISTRY,
-    )
-    outcomes = Counter(
-        "ferry_explain_requests",
-        "Explain requests by outcome (ok, invalid, overloaded, timeout, error)",
-        ["model", "outcome"],
-        registry=REGISTRY,
-    )
-    admitted = Gauge(
-        "ferry_explain_admitted", "Explanations running or waiting for a worker", ["model"], registry=REGISTRY
-    )
-    return seconds, calls, outcomes, admitted
-
-
-_METRICS = None
+# In Ferry's registry, so /metrics shows them next to the server's own.
+EXPLAIN_SECONDS = Histogram(
+    "ferry_explain_seconds",
+    "Time to compute one explanation (worker time, including predictor calls)",
+    ["model"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=REGISTRY,
+)
+EXPLAIN_PREDICTOR_REQUESTS = Histogram(
+    "ferry_explain_predictor_requests",
+    "Predictor requests one explanation made",
+    ["model"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+    registry=REGISTRY,
+)
+EXPLAIN_REQUESTS = Counter(
+    "ferry_explain_requests",
+    "Explain requests by outcome (ok, invalid, overloaded, timeout, error)",
+    ["model", "outcome"],
+    registry=REGISTRY,
+)
+EXPLAIN_ADMITTED = Gauge(
+    "ferry_explain_admitted", "Explanations running or waiting for a worker", ["model"], registry=REGISTRY
+)
 
 
 class ExplainerHandler:
@@ -83,7 +77,6 @@ class ExplainerHandler:
         max_instances: int,
         startup_timeout_s: float,
     ):
-        global _METRICS
         self.name = name
         self.engine_kind = engine_kind
         self.client = client
@@ -96,15 +89,12 @@ class ExplainerHandler:
         self.startup_timeout_s = startup_timeout_s
         self.ready = False
         self._engines: queue.SimpleQueue[tuple[Engine, Calls]] = queue.SimpleQueue()
-        if _METRICS is None:
-            _METRICS = _metrics()
-        seconds, calls, outcomes, admitted = _METRICS
-        self._seconds = seconds.labels(name)
-        self._calls = calls.labels(name)
+        self._seconds = EXPLAIN_SECONDS.labels(name)
+        self._calls = EXPLAIN_PREDICTOR_REQUESTS.labels(name)
         self._outcomes = {
-            o: outcomes.labels(name, o) for o in ("ok", "invalid", "overloaded", "timeout", "error")
+            o: EXPLAIN_REQUESTS.labels(name, o) for o in ("ok", "invalid", "overloaded", "timeout", "error")
         }
-        admitted.labels(name).set_function(lambda: self.pool.admitted)
+        EXPLAIN_ADMITTED.labels(name).set_function(lambda: self.pool.admitted)
 
     # ------------------------------------------------------------------ lifecycle
     async def load(self) -> None:
@@ -141,13 +131,16 @@ class ExplainerHandler:
             "parameters": {
                 "feature_names": list(self.features.names),
                 "explain_parameters": {
-                    name: {"default": p.default, "min": p.low, "max": p.high} for name, p in self.params.items()
+                    name: {"default": p.default, "min": p.low, "max": p.high}
+                    for name, p in self.params.items()
                 },
             },
         }
 
     # ------------------------------------------------------------------ explain
     async def explain_v1(self, body: Any) -> dict:
+        if not self.ready:  # the lean server checks too; kserve.ModelServer routes before load finishes
+            raise NotReady(f"explainer {self.name!r} is still loading")
         try:
             instances = parse_instances(body, self.features, self.max_instances)
             params = resolve_parameters(body.get("parameters"), self.params)
@@ -179,7 +172,11 @@ class ExplainerHandler:
         self._outcomes["ok"].inc()
         self._seconds.observe(seconds)
         self._calls.observe(requests)
-        totals = {"predictor_requests": requests, "predictor_rows": rows, "explain_seconds": round(seconds, 4)}
+        totals = {
+            "predictor_requests": requests,
+            "predictor_rows": rows,
+            "explain_seconds": round(seconds, 4),
+        }
         if len(results) == 1:
             explanation, summary = results[0]
             return {**explanation, "summary": summary, **totals}
@@ -194,7 +191,10 @@ class ExplainerHandler:
         """Runs in a worker thread, on an engine instance nobody else is using."""
         if time.monotonic() >= deadline:
             raise DeadlineExceeded("explanation waited for a worker past its deadline")
-        engine, calls = self._engines.get()
+        try:  # never empty in practice: as many engine instances as worker threads
+            engine, calls = self._engines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise DeadlineExceeded("no engine instance became free before the deadline") from None
         started = time.monotonic()
         try:
             calls.begin(deadline, headers)
@@ -211,6 +211,8 @@ class ExplainerHandler:
     # ------------------------------------------------------------------ predict (forwarded)
     async def predict_v1(self, body: Any) -> dict:
         """``:predict`` on the explainer forwards to the predictor, so one URL serves both."""
+        if not self.ready:
+            raise NotReady(f"explainer {self.name!r} is still loading")
         instances = parse_instances(body, self.features, max_instances=self.client.max_request_rows)
         headers = propagated()
         outputs = await asyncio.to_thread(self.client.predict, instances, None, headers)

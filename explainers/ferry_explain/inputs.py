@@ -86,7 +86,9 @@ def parse_instances(body: Any, features: Features, max_instances: int) -> np.nda
         if isinstance(row, dict):
             row = _by_name(row, features, where)
         if not isinstance(row, list):
-            raise InvalidInput(f"{where} must be a list of {features.count} numbers, got {type(row).__name__}")
+            raise InvalidInput(
+                f"{where} must be a list of {features.count} numbers, got {type(row).__name__}"
+            )
         if len(row) != features.count:
             raise InvalidInput(
                 f"{where} has {len(row)} values; the explainer expects {features.count} features "

@@ -82,7 +82,9 @@ class PredictorClient:
         try:
             response = self._client.request(method, path, content=body, headers=headers, timeout=timeout)
         except httpx.TimeoutException:
-            raise DeadlineExceeded(f"predictor at {self.base_url} did not answer within {timeout:.3g} s") from None
+            raise DeadlineExceeded(
+                f"predictor at {self.base_url} did not answer within {timeout:.3g} s"
+            ) from None
         except httpx.HTTPError as exc:
             raise UpstreamError(
                 f"predictor at {self.base_url} is unreachable: {type(exc).__name__}: {exc}"
@@ -109,7 +111,9 @@ class PredictorClient:
         deadline = time.monotonic() + timeout_s
         while not self.ready():
             if time.monotonic() > deadline:
-                raise UpstreamError(f"predictor {self.base_url} model {self.model_name!r} not ready in {timeout_s} s")
+                raise UpstreamError(
+                    f"predictor {self.base_url} model {self.model_name!r} not ready in {timeout_s} s"
+                )
             time.sleep(0.2)
         if self.protocol == "v2":
             self._read_v2_metadata()

@@ -63,7 +63,8 @@ class ExplainerSettings(BaseModel):
         description="Load a saved alibi explainer only if its digest matches (python -m ferry_explain.saved DIR).",
     )
     background: Literal["kmeans", "sample"] = Field(
-        "kmeans", description="KernelShap/shap background: k-means centres or a random sample of the reference."
+        "kmeans",
+        description="KernelShap/shap background: k-means centres or a random sample of the reference.",
     )
     background_size: int = Field(20, ge=1, le=1000, description="Background rows (k for k-means).")
     seed: int = Field(0, ge=0, description="Random seed of the engines (reproducible explanations).")
@@ -94,7 +95,9 @@ class ExplainerSettings(BaseModel):
     nsamples: int = Field(
         0, ge=0, description="KernelShap/shap: default coalitions sampled (0: the library's 'auto')."
     )
-    max_nsamples: int = Field(4096, ge=1, description="KernelShap/shap: most coalitions a request may ask for.")
+    max_nsamples: int = Field(
+        4096, ge=1, description="KernelShap/shap: most coalitions a request may ask for."
+    )
 
     cache_dir: str = Field("/tmp/ferry-models", description="Where a remote reference sample is downloaded.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")

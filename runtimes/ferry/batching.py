@@ -307,9 +307,9 @@ class DynamicBatcher:
             if self._compute_estimate.get(bucket, float("inf")) < self.policy.inline_below_s:
                 # Handing a batch to a thread and back costs ~50-150 us of loop time; a batch known to take
                 # less than that runs on the loop thread instead (it would block the loop longer otherwise).
-                outputs, elapsed = _timed(runner, merged)
+                outputs, elapsed, cpu = _timed(runner, merged)
             else:
-                outputs, elapsed = await self._loop.run_in_executor(executor, _timed, runner, merged)
+                outputs, elapsed, cpu = await self._loop.run_in_executor(executor, _timed, runner, merged)
             for name, array in outputs.items():
                 if array.ndim == 0 or array.shape[0] != padded:
                     raise BackendError(
@@ -331,7 +331,7 @@ class DynamicBatcher:
             self.metrics.outcome("error", len(failed))
             return
         previous = self._compute_estimate.get(bucket)
-        self._compute_estimate[bucket] = elapsed if previous is None else 0.8 * previous + 0.2 * elapsed
+        self._compute_estimate[bucket] = cpu if previous is None else 0.8 * previous + 0.2 * cpu
         self.metrics.batch(rows, padded, elapsed)
         offset, answered = 0, 0
         for job in batch:
@@ -349,10 +349,13 @@ class DynamicBatcher:
         return rows
 
 
-def _timed(runner: Runner, inputs: Tensors) -> tuple[Tensors, float]:
-    started = time.perf_counter()
+def _timed(runner: Runner, inputs: Tensors) -> tuple[Tensors, float, float]:
+    """(outputs, wall seconds, CPU seconds of this thread). The inline decision uses CPU time: on a busy core
+    the wall time of a threaded run includes waiting for the GIL and being preempted, which would keep a tiny
+    model from ever qualifying."""
+    wall, cpu = time.perf_counter(), time.thread_time()
     outputs = runner(inputs)
-    return outputs, time.perf_counter() - started
+    return outputs, time.perf_counter() - wall, time.thread_time() - cpu
 
 
 def _pad_rows(array: np.ndarray, extra: int) -> np.ndarray:

@@ -187,6 +187,7 @@ def up(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    sys.stdout.reconfigure(line_buffering=True)  # progress lines show at once, in a terminal or a CI log
     parser = argparse.ArgumentParser(
         prog="ferry", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

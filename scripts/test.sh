@@ -26,7 +26,7 @@ run_suite() {  # name venv test-paths...
 }
 
 EXTRA=("$@")
-run_suite predictor .venv tests/predictor tests/server tests/demo tests/transformer tests/k8s tests/docker tests/cli
+run_suite predictor .venv tests/predictor tests/server tests/demo tests/transformer tests/k8s tests/docker tests/reliability
 run_suite mlserver .venv-mlserver tests/mlserver
 run_suite explainer .venv-explainer tests/explainer
 

@@ -38,7 +38,8 @@ _DATATYPE_OF[np.dtype("S")] = "BYTES"
 
 # Which numpy kinds a JSON array may hold for each datatype kind: JSON has no integers-vs-floats distinction
 # worth trusting for floats, but a float sent for an integer tensor (or a string for a number) is a client bug.
-_ACCEPTED_KINDS = {"b": "b", "u": "bu", "i": "bui", "f": "buif"}
+_ACCEPTED_KINDS = {"b": "b", "u": "bui", "i": "bui", "f": "buif"}  # negatives for UINT: the range check
+_KIND_NAMES = {"b": "booleans", "i": "integers", "u": "integers", "f": "floats", "c": "complex numbers"}
 
 
 def datatype_of(array: np.ndarray) -> str:
@@ -115,7 +116,7 @@ def encode_binary(array: np.ndarray) -> bytes | memoryview:
     """Raw bytes for the binary extension / ``raw_output_contents``."""
     if datatype_of(array) == "BYTES":
         return _pack_bytes(array)
-    return memoryview(np.ascontiguousarray(array)).cast("B")
+    return memoryview(np.ascontiguousarray(array).reshape(-1)).cast("B")  # 1-D: empty tensors cast too
 
 
 def json_data(array: np.ndarray) -> Any:
@@ -162,10 +163,19 @@ def _numeric_array(data: list, dtype: np.dtype, field: str) -> np.ndarray:
         raise InvalidInput(f"{field}: data is ragged (rows of different lengths)") from None
     if array.size == 0:
         return array.astype(dtype)
+    if dtype.kind in "iu" and array.dtype.kind in "fO":
+        # Integers beyond int64 (UINT64's upper half) make numpy guess float or object: judge the values.
+        flat = _flatten(data, field)
+        if all(type(item) is int for item in flat):
+            info = np.iinfo(dtype)
+            if min(flat) < info.min or max(flat) > info.max:
+                raise InvalidInput(
+                    f"{field}: values must fit {_DATATYPE_OF[dtype]} [{info.min}, {info.max}], "
+                    f"got {min(flat)}..{max(flat)}"
+                )
+            return np.array(data, dtype=dtype)
     if array.dtype.kind == "O" or array.dtype.kind not in _ACCEPTED_KINDS[dtype.kind]:
-        got = (
-            "strings" if array.dtype.kind in "SU" else "non-numbers" if array.dtype.kind == "O" else "floats"
-        )
+        got = "strings" if array.dtype.kind in "SU" else _KIND_NAMES.get(array.dtype.kind, "non-numbers")
         raise InvalidInput(f"{field}: expected {_DATATYPE_OF[dtype]} values, got {got}")
     if dtype.kind in "iu" and array.dtype.kind in "iu":
         info = np.iinfo(dtype)

@@ -6,6 +6,7 @@ Registered by hand rather than through generated service stubs so that Ferry's m
 from __future__ import annotations
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from ferry.protocol import grpc_predict_v2_pb2 as pb
 
@@ -26,13 +27,28 @@ def generic_handler(servicer) -> grpc.GenericRpcHandler:
     """Route each method path to the servicer's coroutine of the same name."""
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(
-            getattr(servicer, name),
-            request_deserializer=request.FromString,
+            _parsed(getattr(servicer, name), request),
             response_serializer=response.SerializeToString,
         )
         for name, (request, response) in METHODS.items()
     }
     return grpc.method_handlers_generic_handler(SERVICE, handlers)
+
+
+def _parsed(method, request_class):
+    """Parse the request bytes here rather than in grpc's deserializer hook: a message that does not parse is
+    then the caller's INVALID_ARGUMENT, not grpc's UNKNOWN."""
+
+    async def handle(raw: bytes, context):
+        try:
+            request = request_class.FromString(raw)
+        except DecodeError as exc:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"{request_class.__name__} message does not parse: {exc}"
+            )
+        return await method(request, context)
+
+    return handle
 
 
 class Stub:

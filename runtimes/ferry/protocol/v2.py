@@ -54,8 +54,7 @@ def parse_request(body: bytes, json_length: int | None = None) -> InferRequest:
             raise InvalidInput(f"inputs[{index}].name must be a non-empty string, got {name!r}")
         if name in inputs:
             raise InvalidInput(f"input {name!r} appears twice")
-        params = tensor.get("parameters") or {}
-        size = params.get("binary_data_size") if isinstance(params, dict) else None
+        size = _parameters(tensor, f"inputs[{index}]").get("binary_data_size")
         if size is not None:
             if binary is None:
                 raise InvalidInput(f"input {name!r} has binary_data_size but the request has no binary part")
@@ -87,7 +86,7 @@ def parse_request(body: bytes, json_length: int | None = None) -> InferRequest:
             if not isinstance(out, dict) or not isinstance(out.get("name"), str):
                 raise InvalidInput(f"outputs[{index}] must be an object with a 'name', got {_kind(out)}")
             parsed.outputs.append(out["name"])
-            if (out.get("parameters") or {}).get("binary_data"):
+            if _parameters(out, f"outputs[{index}]").get("binary_data"):
                 parsed.binary_outputs.add(out["name"])
     return parsed
 
@@ -113,6 +112,15 @@ def build_response(
     if not buffers:
         return header, None
     return b"".join([header, *buffers]), len(header)
+
+
+def _parameters(tensor: dict, where: str) -> dict:
+    parameters = tensor.get("parameters")
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, dict):
+        raise InvalidInput(f"{where}.parameters must be an object, got {_kind(parameters)}")
+    return parameters
 
 
 def _request_id(value: Any) -> str | None:

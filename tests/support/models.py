@@ -99,3 +99,38 @@ def typed_onnx(directory: Path) -> Path:
     model.ir_version = 8
     onnx.save(model, str(directory / "model.onnx"))
     return directory
+
+
+def slow_convnet(
+    in_features: int = 16, out_features: int = 10, side: int = 64, layers: int = 4, seed: int = 0
+):
+    """A model whose cost per row is milliseconds (convolutions over a map grown from a small input), so that a
+    test can reach its capacity, and ten times it, with a Python load generator."""
+    import torch
+
+    torch.manual_seed(seed)
+
+    class SlowConvNet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.grow = torch.nn.Linear(in_features, 8 * side * side)
+            self.convs = torch.nn.Sequential(
+                torch.nn.Conv2d(8, 32, 3, padding=1),
+                torch.nn.ReLU(),
+                *[
+                    m
+                    for _ in range(layers - 1)
+                    for m in (torch.nn.Conv2d(32, 32, 3, padding=1), torch.nn.ReLU())
+                ],
+            )
+            self.head = torch.nn.Sequential(
+                torch.nn.AdaptiveAvgPool2d(1),
+                torch.nn.Flatten(),
+                torch.nn.Linear(32, out_features),
+                torch.nn.Softmax(-1),
+            )
+
+        def forward(self, x):
+            return self.head(self.convs(self.grow(x).reshape(-1, 8, side, side)))
+
+    return SlowConvNet().eval()

@@ -1,0 +1,173 @@
+"""Ten times the measured capacity for 60 s against a real predictor server: the requests it accepts keep a bounded
+p99, the rest are refused at once with 503 and ``Retry-After``, its memory stays bounded, and throughput is back
+as soon as the load drops. Durations are bounded and set by FERRY_OVERLOAD_SECONDS (60 by default)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+from support.models import export, slow_convnet
+from support.servers import start_predictor
+
+OVERLOAD_SECONDS = float(os.environ.get("FERRY_OVERLOAD_SECONDS", "60"))
+OVERLOAD_FACTOR = 10
+QUEUE_ROWS = 32
+RESULTS = Path(os.environ.get("FERRY_RELIABILITY_OUT", "/tmp/ferry-reliability"))
+
+
+@dataclass
+class Phase:
+    seconds: float = 0.0
+    statuses: dict = field(default_factory=dict)
+    latencies: list = field(default_factory=list)  # of the 200s
+    refused_without_retry_after: int = 0
+    peak_rss_mb: float = 0.0
+    offered: int = 0
+
+    def record(self, status: int, latency: float, headers) -> None:
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+        if status == 200:
+            self.latencies.append(latency)
+        elif status == 503 and "Retry-After" not in headers:
+            self.refused_without_retry_after += 1
+
+    @property
+    def ok_per_s(self) -> float:
+        return self.statuses.get(200, 0) / self.seconds
+
+    def p(self, q: float) -> float:
+        return float(np.percentile(self.latencies, q)) if self.latencies else float("nan")
+
+    def summary(self) -> dict:
+        return {
+            "seconds": round(self.seconds, 1),
+            "offered_per_s": round(self.offered / self.seconds, 1) if self.offered else None,
+            "ok_per_s": round(self.ok_per_s, 1),
+            "statuses": self.statuses,
+            "p50_ms": round(self.p(50) * 1000, 1),
+            "p99_ms": round(self.p(99) * 1000, 1),
+            "peak_rss_mb": round(self.peak_rss_mb, 1),
+        }
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def watch_rss(pid: int, phase: Phase, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        phase.peak_rss_mb = max(phase.peak_rss_mb, rss_mb(pid))
+        await asyncio.sleep(0.2)
+
+
+async def send(session, url: str, body: bytes, phase: Phase) -> None:
+    started = time.perf_counter()
+    async with session.post(url, data=body, headers={"content-type": "application/json"}) as response:
+        await response.read()
+        phase.record(response.status, time.perf_counter() - started, response.headers)
+
+
+async def closed_loop(session, url, body, pid, seconds: float, clients: int) -> Phase:
+    phase, stop = Phase(), asyncio.Event()
+    watcher = asyncio.create_task(watch_rss(pid, phase, stop))
+    deadline = time.perf_counter() + seconds
+
+    async def client():
+        while time.perf_counter() < deadline:
+            await send(session, url, body, phase)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    phase.seconds = time.perf_counter() - started
+    stop.set()
+    await watcher
+    return phase
+
+
+async def open_loop(session, url, body, pid, seconds: float, rate: float) -> Phase:
+    """Requests started at ``rate`` per second whatever the answers do (an open loop, as real traffic is)."""
+    phase, stop = Phase(), asyncio.Event()
+    watcher = asyncio.create_task(watch_rss(pid, phase, stop))
+    in_flight: set[asyncio.Task] = set()
+    started = time.perf_counter()
+    while (now := time.perf_counter()) - started < seconds:
+        due = int((now - started) * rate) - phase.offered
+        for _ in range(due):
+            task = asyncio.create_task(send(session, url, body, phase))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+            phase.offered += 1
+        await asyncio.sleep(0.002)
+    await asyncio.gather(*in_flight)
+    phase.seconds = time.perf_counter() - started
+    stop.set()
+    await watcher
+    return phase
+
+
+def test_ten_times_capacity(tmp_path):
+    model = export(slow_convnet(side=96), tmp_path / "heavy", "onnx", 16, 10)  # ~5 ms a row on one core
+    server = start_predictor(
+        model,
+        tmp_path / "predictor.log",
+        "--model_name=heavy",
+        "--max_batch_size=4",
+        f"--max_queue_rows={QUEUE_ROWS}",
+        "--intra_op_threads=1",
+        "--request_timeout_s=10",
+    )
+    row = np.random.default_rng(0).normal(size=(1, 16)).astype(np.float32)
+    body = json.dumps(
+        {"inputs": [{"name": "input-0", "shape": [1, 16], "datatype": "FP32", "data": row.ravel().tolist()}]}
+    ).encode()
+    url = f"{server.url}/v2/models/heavy/infer"
+    pid = server.process.pid
+
+    async def scenario():
+        connector = aiohttp.TCPConnector(limit=512)
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            await closed_loop(session, url, body, pid, 1.0, 4)  # warm
+            capacity = await closed_loop(session, url, body, pid, 5.0, 8)
+            overload = await open_loop(
+                session, url, body, pid, OVERLOAD_SECONDS, OVERLOAD_FACTOR * capacity.ok_per_s
+            )
+            recovery = await closed_loop(session, url, body, pid, 5.0, 8)
+            return capacity, overload, recovery
+
+    try:
+        capacity, overload, recovery = asyncio.run(scenario())
+    finally:
+        server.stop()
+    report = {"capacity": capacity.summary(), "overload": overload.summary(), "recovery": recovery.summary()}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "overload.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+    assert set(capacity.statuses) == {200}
+    # The offered load really was ten times capacity (the generator kept up).
+    assert overload.offered / overload.seconds >= 0.9 * OVERLOAD_FACTOR * capacity.ok_per_s
+    # Only answers and fast refusals: no 5xx other than 503, and every 503 says when to retry.
+    assert set(overload.statuses) <= {200, 503}, overload.statuses
+    assert overload.statuses.get(503, 0) > overload.offered // 2
+    assert overload.refused_without_retry_after == 0
+    # The server keeps doing useful work at its capacity while refusing the excess...
+    assert overload.ok_per_s >= 0.7 * capacity.ok_per_s
+    # ...and what it accepts waits at most for the bounded queue ahead of it, not for the backlog.
+    queue_drain_s = QUEUE_ROWS / capacity.ok_per_s
+    assert overload.p(99) <= 2 * queue_drain_s + 5 * capacity.p(99), report
+    # Memory at 10x load stays within 1.5x of memory at capacity (the queue is bounded; nothing piles up).
+    assert overload.peak_rss_mb <= 1.5 * capacity.peak_rss_mb, report
+    # Load drops: throughput is back at once, with no refusals.
+    assert set(recovery.statuses) == {200}, recovery.statuses
+    assert recovery.ok_per_s >= 0.8 * capacity.ok_per_s, report

@@ -31,9 +31,9 @@ def metric(url: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-def start_predictor(model_dir: Path, log: Path, *flags: str) -> ServerProcess:
+def start_predictor(model_dir: Path, log: Path, *flags: str, port: int | None = None) -> ServerProcess:
     """Ferry's predictor from ``.venv`` (HTTP only). Large batches: a perturbation set should run whole."""
-    port = free_port()
+    port = port or free_port()
     command = [
         str(PREDICTOR_PYTHON),
         "-m",

@@ -81,10 +81,16 @@ def start(
 
 
 def start_predictor(
-    model_dir: Path, log_path: Path, *flags: str, timeout: float = 120, env=None
+    model_dir: Path,
+    log_path: Path,
+    *flags: str,
+    timeout: float = 120,
+    env=None,
+    http_port: int | None = None,
+    grpc_port: int | None = None,
 ) -> ServerProcess:
-    """``ferry-predictor`` on free loopback ports, serving ``model_dir``."""
-    http_port, grpc_port = free_port(), free_port()
+    """``ferry-predictor`` on loopback (free ports unless given), serving ``model_dir``."""
+    http_port, grpc_port = http_port or free_port(), grpc_port or free_port()
     command = [
         sys.executable,
         "-m",

@@ -206,6 +206,11 @@ class GrpcV2Client:
             options=[
                 ("grpc.max_receive_message_length", self.max_message_bytes),
                 ("grpc.max_send_message_length", self.max_message_bytes),
+                # A restarted predictor (a new pod behind the same Service) is found again within ~0.5 s,
+                # not after grpc's default 1 s-and-growing reconnect backoff.
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.min_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", 500),
             ],
         )
         self._stub = Stub(self._channel)

@@ -1,0 +1,110 @@
+"""Kill a dependency under load and bring it back: what callers of the service in front of it see, phase by
+phase. Shared by the transformer's and the explainer's fault tests."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Outcome:
+    at: float  # when it was sent
+    status: int  # 0: the client itself gave up (no answer in time)
+    seconds: float
+    body: str
+
+
+@dataclass
+class Timeline:
+    killed_at: float = 0.0
+    restart_began: float = 0.0
+    restarted_at: float = 0.0
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def phase(self, start: float, end: float) -> list[Outcome]:
+        """The calls sent at ``start`` or later and answered by ``end``."""
+        return [o for o in self.outcomes if start <= o.at and o.at + o.seconds <= end]
+
+    @property
+    def before(self) -> list[Outcome]:
+        return self.phase(0, self.killed_at)
+
+    @property
+    def down(self) -> list[Outcome]:
+        """While the dependency was dead (calls in flight at the kill, or during its start-up, are left out)."""
+        return self.phase(self.killed_at, self.restart_began)
+
+    @property
+    def after(self) -> list[Outcome]:
+        return self.phase(self.restarted_at, float("inf"))
+
+    def summary(self) -> dict:
+        phases = {"before": self.before, "down": self.down, "after": self.after}
+        return {
+            name: {
+                "statuses": _count(o.status for o in items),
+                "max_s": round(max((o.seconds for o in items), default=0.0), 3),
+            }
+            for name, items in phases.items()
+        }
+
+    def recovered_within(self) -> float:
+        """Seconds from the dependency being back to the first of an unbroken run of successes to the end."""
+        after = self.after
+        first_good = len(after)
+        while first_good > 0 and after[first_good - 1].status == 200:
+            first_good -= 1
+        if first_good == len(after):
+            return float("inf")
+        return after[first_good].at - self.restarted_at
+
+
+def _count(statuses) -> dict:
+    counts: dict[int, int] = {}
+    for status in statuses:
+        counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+def kill_and_restart_under_load(
+    send: Callable[[], tuple[int, str]],
+    dependency,
+    restart: Callable[[], object],
+    *,
+    clients: int = 4,
+    before_s: float = 2.0,
+    down_s: float = 3.0,
+    after_s: float = 4.0,
+) -> Timeline:
+    """``clients`` threads call ``send`` in a loop; ``dependency`` is SIGKILLed after ``before_s``, ``restart()``
+    (which returns once it is ready again) runs ``down_s`` later, and the load goes on ``after_s`` more."""
+    timeline, stop = Timeline(), threading.Event()
+    started = time.monotonic()
+    lock = threading.Lock()
+
+    def client():
+        while not stop.is_set():
+            t0 = time.monotonic()
+            status, body = send()
+            with lock:
+                timeline.outcomes.append(Outcome(t0 - started, status, time.monotonic() - t0, body[:300]))
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    time.sleep(before_s)
+    timeline.killed_at = time.monotonic() - started
+    dependency.stop(signal.SIGKILL)
+    time.sleep(down_s)
+    timeline.restart_began = time.monotonic() - started
+    restart()
+    timeline.restarted_at = time.monotonic() - started
+    time.sleep(after_s)
+    stop.set()
+    for thread in threads:
+        thread.join(60)
+    return timeline

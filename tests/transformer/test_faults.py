@@ -1,0 +1,76 @@
+"""The predictor killed and restarted under load: the transformer answers 502/503 within its predictor timeout
+while the predictor is gone, and recovers by itself once it is back — over V2 REST and over gRPC."""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from support.faults import kill_and_restart_under_load
+from support.servers import free_port, start_predictor
+from test_server import IDS, transformer
+
+PREDICTOR_TIMEOUT_S = 2.0
+RESULTS = Path(os.environ.get("FERRY_RELIABILITY_OUT", "/tmp/ferry-reliability"))
+
+
+@pytest.mark.parametrize("protocol", ["v2", "grpc-v2"])
+def test_predictor_killed_and_restarted_under_load(protocol, sqlite_repo, model_dir, tmp_path):
+    http_port, grpc_port = free_port(), free_port()
+
+    def predictor():
+        return start_predictor(
+            model_dir,
+            tmp_path / "predictor.log",
+            "--model_name=churn",
+            http_port=http_port,
+            grpc_port=grpc_port,
+        )
+
+    host = f"127.0.0.1:{grpc_port}" if protocol == "grpc-v2" else f"http://127.0.0.1:{http_port}"
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(predictor)
+        front = pool.submit(
+            transformer,
+            sqlite_repo,
+            tmp_path / "transformer.log",
+            f"--predictor_host={host}",
+            f"--predictor_protocol={protocol}",
+            f"--predictor_timeout_s={PREDICTOR_TIMEOUT_S}",
+        )
+        running, front = first.result(), front.result()
+    url = f"{front.url}/v1/models/churn-transformer:predict"
+    client = httpx.Client(timeout=PREDICTOR_TIMEOUT_S * 3)
+    restarted = []
+
+    def send():
+        try:
+            response = client.post(url, json={"instances": IDS})
+            return response.status_code, response.text
+        except httpx.TimeoutException:
+            return 0, "client timeout"
+
+    try:
+        timeline = kill_and_restart_under_load(send, running, lambda: restarted.append(predictor()))
+    finally:
+        client.close()
+        front.stop()
+        for proc in [running, *restarted]:
+            proc.stop()
+    summary = timeline.summary()
+    summary["recovered_within_s"] = round(timeline.recovered_within(), 3)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"transformer-predictor-restart-{protocol}.json").write_text(json.dumps(summary, indent=2))
+    print(protocol, summary)
+
+    assert set(summary["before"]["statuses"]) == {200}, summary
+    down = timeline.down
+    assert down and all(o.status in (502, 503) for o in down), [(o.status, o.body) for o in down[:5]]
+    assert all("predictor" in o.body for o in down)  # the message says what failed
+    assert summary["down"]["max_s"] <= PREDICTOR_TIMEOUT_S + 0.5, summary
+    assert timeline.recovered_within() <= 2.0, summary  # by itself: nobody restarted the transformer
+    assert front.process.poll() is None or front.process.returncode == 0

@@ -13,6 +13,9 @@ echo "==> ruff check / ruff format --check"
 .venv/bin/ruff check . || status=1
 .venv/bin/ruff format --check . || status=1
 
+echo "==> dependency audit (pip-audit over every lock file)"
+scripts/audit.sh || status=1
+
 run_suite() {  # name venv test-paths...
   local name=$1 venv=$2; shift 2
   local paths=()

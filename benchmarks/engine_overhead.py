@@ -77,33 +77,36 @@ async def measure(model_dir: Path, seconds: float) -> dict:
     raw1 = statistics.median(time_loop(lambda: session.run(None, {"input-0": row}), seconds))
 
     results = {"raw_batch64_us": raw64 * 1e6, "raw_batch1_us": raw1 * 1e6}
-    for batching in (True, False):
+    predictors = {}
+    for tag, batching in (("on", True), ("off", False)):
         settings = ModelSettings(batching=batching, max_batch_size=64, intra_op_threads=1)
-        predictor = Predictor("mlp", model_dir, settings)
-        await predictor.load()
-        tag = "on" if batching else "off"
+        predictors[tag] = Predictor("mlp", model_dir, settings)
+        await predictors[tag].load()
         for _ in range(50):
-            await predictor.infer({"input-0": row})
-        samples = await atime_loop(lambda p=predictor: p.infer({"input-0": row}), seconds)
+            await predictors[tag].infer({"input-0": row})
+    # Every comparison in alternating slices, so drift of the machine (clock, neighbours) hits both sides alike.
+    c1 = {"on": [], "off": []}
+    for _ in range(10):
+        for tag, predictor in predictors.items():
+            c1[tag] += await atime_loop(lambda p=predictor: p.infer({"input-0": row}), seconds / 10)
+    for tag, samples in c1.items():
         results[f"c1_p50_us_batching_{tag}"] = statistics.median(samples) * 1e6
         results[f"c1_p99_us_batching_{tag}"] = float(np.percentile(samples, 99)) * 1e6
-        if batching:
-            # Raw and engine in alternating slices, so drift of the machine (clock, neighbours) hits both alike.
-            raw_samples, engine_samples = [], []
-            for _ in range(10):
-                raw_samples += time_loop(lambda: session.run(None, {"input-0": batch}), seconds / 10)
-                engine_samples += await atime_loop(
-                    lambda p=predictor: p.infer({"input-0": batch}), seconds / 10
-                )
-            results["raw_batch64_us"] = statistics.median(raw_samples) * 1e6
-            results["engine_one_request_batch64_us"] = statistics.median(engine_samples) * 1e6
-            rows = [batch[i : i + 1] for i in range(64)]
+    predictor = predictors["on"]
+    raw_samples, engine_samples = [], []
+    for _ in range(10):
+        raw_samples += time_loop(lambda: session.run(None, {"input-0": batch}), seconds / 10)
+        engine_samples += await atime_loop(lambda p=predictor: p.infer({"input-0": batch}), seconds / 10)
+    results["raw_batch64_us"] = statistics.median(raw_samples) * 1e6
+    results["engine_one_request_batch64_us"] = statistics.median(engine_samples) * 1e6
+    rows = [batch[i : i + 1] for i in range(64)]
 
-            async def burst(p=predictor, rows=rows):
-                await asyncio.gather(*(p.infer({"input-0": r}) for r in rows))
+    async def burst(p=predictor, rows=rows):
+        await asyncio.gather(*(p.infer({"input-0": r}) for r in rows))
 
-            many = await atime_loop(burst, seconds)
-            results["engine_64_requests_batch64_us"] = statistics.median(many) * 1e6
+    many = await atime_loop(burst, seconds)
+    results["engine_64_requests_batch64_us"] = statistics.median(many) * 1e6
+    for predictor in predictors.values():
         await predictor.close()
     results["overhead_one_request_pct"] = 100 * (
         results["engine_one_request_batch64_us"] / results["raw_batch64_us"] - 1

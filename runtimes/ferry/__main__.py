@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+
+# One process per pod, metrics kept in memory: a PROMETHEUS_MULTIPROC_DIR inherited from the environment (Feast
+# sets one on import, some base images too) would move them into files under a directory this user may not be
+# able to write (uid 1000, read-only root). Dropped before prometheus_client is first imported.
+os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
 
 from ferry import logs, storage
 from ferry.errors import ServingError

@@ -3,7 +3,10 @@ predictor over V1, V2 REST and V2 gRPC, and the collocated in-process predictor.
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
+import httpx
 import numpy as np
 import pytest
 from fakes import FakeGrpcPredictor, FakeHttpPredictor
@@ -283,3 +286,37 @@ async def test_headers_propagate(client_class):
         seen = fake.metadata[-1] if client_class is GrpcV2Client else fake.headers[-1]
         assert {k: seen.get(k) for k in HEADERS} == HEADERS
         assert "cookie" not in seen
+
+
+async def test_concurrent_requests_travel_as_waves_of_one_predictor_call(
+    sqlite_repo, predictor, expected_features, reference
+):
+    """64 concurrent requests (one with an unknown id): each gets exactly its own customers' predictions, the
+    bad one fails alone with a 400 naming its id, and the predictor sees far fewer requests than 64."""
+
+    def predictor_requests() -> float:
+        text = httpx.get(f"{predictor.url}/metrics").text
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("ferry_http_requests_total{") and 'protocol="v2"' in line
+        )
+
+    handler = await loaded(sqlite(sqlite_repo), V2Client(predictor.url, "churn", 5))
+    try:
+        before = predictor_requests()
+        requests = [[f"C{(7 * i) % 200 + 1:05d}", f"C{(11 * i) % 200 + 1:05d}"] for i in range(64)]
+        requests[17] = ["C00003", "C99999"]
+        results = await asyncio.gather(
+            *(handler.predict_v1({"instances": ids}) for ids in requests), return_exceptions=True
+        )
+        calls = predictor_requests() - before
+    finally:
+        await handler.close()
+    for index, (ids, result) in enumerate(zip(requests, results, strict=True)):
+        if index == 17:
+            assert isinstance(result, InvalidInput) and "C99999" in result.message
+            continue
+        assert isinstance(result, dict), result
+        check(result["predictions"], ids, expected_features, reference)
+    assert 1 <= calls <= 8, f"{calls} predictor requests for 64 concurrent transformer requests"

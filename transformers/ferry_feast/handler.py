@@ -4,6 +4,8 @@ and gRPC routes; the kserve.Model adapter) calls ``predict_v1`` or ``infer``."""
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import logging
 import math
 from collections.abc import Sequence
@@ -11,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from ferry.errors import InvalidInput, UpstreamError
+from ferry.errors import InvalidInput, ServingError, UpstreamError
 from ferry.signature import Signature, TensorSpec
 
 from ferry_feast.client import PredictorClient
@@ -72,6 +74,12 @@ class FeastTransformer:
         self.int_id_format = int_id_format
         self.max_ids = max_ids
         self.startup_timeout_s = startup_timeout_s
+        #: Waves in flight at once: two, so one wave's feature lookup overlaps the previous one's predictor call.
+        self.max_concurrent_waves = 2
+        self._pending: collections.deque[tuple[list[str], asyncio.Future]] = collections.deque()
+        self._pending_ids = 0
+        self._waves_running = 0
+        self._wave_tasks: set[asyncio.Task] = set()
         self.ready = False
         self.input_name = "input-0"
         self.input_dtype: type = np.float32
@@ -87,8 +95,6 @@ class FeastTransformer:
     # -- life cycle -----------------------------------------------------------------------------------------
 
     async def load(self) -> None:
-        import asyncio
-
         await self.features.start()
         await self.predictor.start()
         loop = asyncio.get_running_loop()
@@ -200,24 +206,89 @@ class FeastTransformer:
         return tensors
 
     async def run(self, ids: Sequence[str]) -> Result:
+        """Features and predictions for ``ids``. Requests that arrive while earlier ones are being served
+        travel together as one wave: one Feast lookup and ONE predictor request for all their rows (the
+        predictor's own batcher then sees them whole), split back per request. A request whose ids lack
+        features fails alone; the rest of its wave is answered."""
         if not ids:
             raise InvalidInput("send at least one customer id")
         if len(ids) > self.max_ids:
             raise InvalidInput(f"{len(ids)} ids exceed the limit of {self.max_ids} per request")
-        columns = await self.features.fetch(list(ids))
-        matrix = self._matrix(ids, columns)
-        outputs = await self.predictor.infer(self.input_name, matrix)
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._pending.append((list(ids), future))
+        self._pending_ids += len(ids)
+        if self._waves_running < self.max_concurrent_waves:
+            self._start_wave(loop)
+        return await future
+
+    def _start_wave(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Dispatch as soon as a wave slot is free, taking whatever waits (up to max_ids rows): no waiting window.
+        wave, rows = [], 0
+        while self._pending and (not wave or rows + len(self._pending[0][0]) <= self.max_ids):
+            ids, future = self._pending.popleft()
+            self._pending_ids -= len(ids)
+            if not future.done():  # the caller went away
+                wave.append((ids, future))
+                rows += len(ids)
+        if not wave:
+            return
+        self._waves_running += 1
+        task = loop.create_task(self._serve_wave(wave))
+        self._wave_tasks.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._wave_done)
+
+    def _wave_done(self, task: asyncio.Task) -> None:
+        self._wave_tasks.discard(task)
+        self._waves_running -= 1
+        if self._pending:
+            self._start_wave(asyncio.get_running_loop())
+
+    async def _serve_wave(self, wave: list[tuple[list[str], asyncio.Future]]) -> None:
+        try:
+            unique = list(dict.fromkeys(entity for ids, _ in wave for entity in ids))
+            columns = await self.features.fetch(unique)
+            position = {entity: row for row, entity in enumerate(unique)}
+            matrices, answering = [], []
+            for ids, future in wave:
+                rows = [position[entity] for entity in ids]
+                try:
+                    matrices.append(self._matrix(ids, [[column[r] for r in rows] for column in columns]))
+                except InvalidInput as exc:
+                    _settle(future, exc)  # unknown ids fail their own request only
+                    continue
+                answering.append((ids, future))
+            if not answering:
+                return
+            matrix = matrices[0] if len(matrices) == 1 else np.concatenate(matrices)
+            probabilities = self._probabilities(
+                await self.predictor.infer(self.input_name, matrix), len(matrix)
+            )
+            offset = 0
+            for ids, future in answering:
+                mine = probabilities[offset : offset + len(ids)]
+                offset += len(ids)
+                # The last column is the positive class (churn): [no_churn, churn], or a single probability.
+                churn = mine[:, -1]
+                _settle(future, Result(mine, churn, [self.thresholds.label(p) for p in churn.tolist()]))
+        except Exception as exc:
+            if not isinstance(exc, ServingError):
+                log.error("wave of %d requests failed", len(wave), exc_info=True)
+                exc = UpstreamError(f"transformer failed: {type(exc).__name__}: {exc}")
+            for _, future in wave:
+                _settle(future, exc)
+
+    @staticmethod
+    def _probabilities(outputs: dict, rows: int) -> np.ndarray:
         probabilities = outputs.get("probabilities")
         if probabilities is None:
             probabilities = next(iter(outputs.values()))
         probabilities = np.asarray(probabilities, dtype=np.float64)
         if probabilities.ndim == 1:
             probabilities = probabilities[:, None]
-        if probabilities.shape[0] != len(ids):
-            raise UpstreamError(f"predictor returned {probabilities.shape[0]} rows for {len(ids)} ids")
-        # The last column is the positive class (churn): [no_churn, churn], or a single probability.
-        churn = probabilities[:, -1]
-        return Result(probabilities, churn, [self.thresholds.label(p) for p in churn.tolist()])
+        if probabilities.shape[0] != rows:
+            raise UpstreamError(f"predictor returned {probabilities.shape[0]} rows for {rows} ids")
+        return probabilities
 
     def _matrix(self, ids: Sequence[str], columns: list[list[Any]]) -> np.ndarray:
         """Features as the predictor's input; missing values take configured defaults, or the request fails
@@ -250,6 +321,15 @@ class FeastTransformer:
                 )
             raise InvalidInput(". ".join(parts))
         return np.array(filled, dtype=self.input_dtype).T.copy()
+
+
+def _settle(future: asyncio.Future, outcome) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
 
 
 def _ids(ids: list[str], limit: int = 20) -> str:

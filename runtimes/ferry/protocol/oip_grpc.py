@@ -5,6 +5,8 @@ Registered by hand rather than through generated service stubs so that Ferry's m
 
 from __future__ import annotations
 
+import inspect
+
 import grpc
 from google.protobuf.message import DecodeError
 
@@ -39,16 +41,25 @@ def _parsed(method, request_class):
     """Parse the request bytes here rather than in grpc's deserializer hook: a message that does not parse is
     then the caller's INVALID_ARGUMENT, not grpc's UNKNOWN."""
 
-    async def handle(raw: bytes, context):
+    def parse(raw: bytes):
         try:
-            request = request_class.FromString(raw)
+            return request_class.FromString(raw), None
         except DecodeError as exc:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"{request_class.__name__} message does not parse: {exc}"
-            )
+            return None, f"{request_class.__name__} message does not parse: {exc}"
+
+    async def handle_async(raw: bytes, context):  # grpc.aio servers (Ferry's)
+        request, error = parse(raw)
+        if error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, error)
         return await method(request, context)
 
-    return handle
+    def handle_sync(raw: bytes, context):  # thread-pool grpc servers
+        request, error = parse(raw)
+        if error:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, error)
+        return method(request, context)
+
+    return handle_async if inspect.iscoroutinefunction(method) else handle_sync
 
 
 class Stub:

@@ -153,6 +153,8 @@ def up(args: argparse.Namespace) -> int:
                 process.kill()
 
     signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(0)))
+    # Ctrl-C is an orderly stop, also where the shell started us with SIGINT ignored (a background job).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         for component in stack(demo, args):
             print(f"==> starting {component.name}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import time
 from pathlib import Path
@@ -46,6 +47,11 @@ def fetch(uri: str, cache_dir: Path, *, attempts: int = 3, backoff_s: float = 1.
     if "://" in uri and not uri.startswith("file://"):
         from kserve_storage import Storage
 
+        # kserve's S3 download runs a multiprocessing.Pool. Forking a process whose gRPC and event-loop threads
+        # are already running can deadlock the child (seen: a download that never finished), so workers start
+        # from a clean fork server instead.
+        if multiprocessing.get_start_method(allow_none=True) != "forkserver":
+            multiprocessing.set_start_method("forkserver", force=True)
         target = _cache_path(cache_dir, uri)
         return _retry(lambda: Path(Storage.download(uri, out_dir=str(target))), uri, attempts, backoff_s)
     return _local(Path(uri.removeprefix("file://")), uri)

@@ -3,18 +3,13 @@ while the predictor is gone, and recovers by itself once it is back (V1 and V2 t
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-
 import httpx
 import pytest
 from explain_support import SEED_INSTANCE, start_explainer, start_predictor
-from support.faults import kill_and_restart_under_load
+from support.faults import kill_and_restart_under_load, post
 from support.servers import free_port
 
 PREDICTOR_TIMEOUT_S = 2.0
-RESULTS = Path(os.environ.get("FERRY_RELIABILITY_OUT", "/tmp/ferry-reliability"))
 
 
 @pytest.mark.parametrize("protocol", ["v1", "v2"])
@@ -38,13 +33,7 @@ def test_predictor_killed_and_restarted_under_load(protocol, demo, tmp_path):
     restarted = []
 
     def send():
-        try:
-            response = client.post(
-                f"{explainer.url}/v1/models/churn:explain", json={"instances": [SEED_INSTANCE]}
-            )
-            return response.status_code, response.text
-        except httpx.TimeoutException:
-            return 0, "client timeout"
+        return post(client, f"{explainer.url}/v1/models/churn:explain", {"instances": [SEED_INSTANCE]})
 
     try:
         timeline = kill_and_restart_under_load(
@@ -55,11 +44,7 @@ def test_predictor_killed_and_restarted_under_load(protocol, demo, tmp_path):
         explainer.stop()
         for proc in [running, *restarted]:
             proc.stop()
-    summary = timeline.summary()
-    summary["recovered_within_s"] = round(timeline.recovered_within(), 3)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"explainer-predictor-restart-{protocol}.json").write_text(json.dumps(summary, indent=2))
-    print(protocol, summary)
+    summary = timeline.save(f"explainer-predictor-restart-{protocol}")
 
     assert set(summary["before"]["statuses"]) == {200}, summary
     down = timeline.down

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
+from support.faults import RESULTS
 from support.models import export, slow_convnet
 from support.servers import start_predictor
 
 OVERLOAD_SECONDS = float(os.environ.get("FERRY_OVERLOAD_SECONDS", "60"))
 OVERLOAD_FACTOR = 10
 QUEUE_ROWS = 32
-RESULTS = Path(os.environ.get("FERRY_RELIABILITY_OUT", "/tmp/ferry-reliability"))
 
 
 @dataclass

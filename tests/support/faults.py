@@ -3,11 +3,17 @@ phase. Shared by the transformer's and the explainer's fault tests."""
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+
+#: Where the reliability tests write their figures (docs/RELIABILITY.md quotes them).
+RESULTS = Path(os.environ.get("FERRY_RELIABILITY_OUT", "/tmp/ferry-reliability"))
 
 
 @dataclass
@@ -51,6 +57,15 @@ class Timeline:
             }
             for name, items in phases.items()
         }
+
+    def save(self, name: str) -> dict:
+        """The summary (with the recovery time), written to RESULTS/<name>.json and printed."""
+        summary = self.summary()
+        summary["recovered_within_s"] = round(self.recovered_within(), 3)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / f"{name}.json").write_text(json.dumps(summary, indent=2))
+        print(name, summary)
+        return summary
 
     def recovered_within(self) -> float:
         """Seconds from the dependency being back to the first of an unbroken run of successes to the end."""
@@ -108,3 +123,14 @@ def kill_and_restart_under_load(
     for thread in threads:
         thread.join(60)
     return timeline
+
+
+def post(client, url: str, body: dict) -> tuple[int, str]:
+    """(status, text) of one POST with an httpx client; status 0 when the client gave up waiting."""
+    import httpx
+
+    try:
+        response = client.post(url, json=body)
+        return response.status_code, response.text
+    except httpx.TimeoutException:
+        return 0, "client timeout"

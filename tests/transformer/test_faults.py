@@ -3,19 +3,15 @@ while the predictor is gone, and recovers by itself once it is back — over V2 
 
 from __future__ import annotations
 
-import json
-import os
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
-from support.faults import kill_and_restart_under_load
+from support.faults import kill_and_restart_under_load, post
 from support.servers import free_port, start_predictor
 from test_server import IDS, transformer
 
 PREDICTOR_TIMEOUT_S = 2.0
-RESULTS = Path(os.environ.get("FERRY_RELIABILITY_OUT", "/tmp/ferry-reliability"))
 
 
 @pytest.mark.parametrize("protocol", ["v2", "grpc-v2"])
@@ -48,11 +44,7 @@ def test_predictor_killed_and_restarted_under_load(protocol, sqlite_repo, model_
     restarted = []
 
     def send():
-        try:
-            response = client.post(url, json={"instances": IDS})
-            return response.status_code, response.text
-        except httpx.TimeoutException:
-            return 0, "client timeout"
+        return post(client, url, {"instances": IDS})
 
     try:
         timeline = kill_and_restart_under_load(send, running, lambda: restarted.append(predictor()))
@@ -61,11 +53,7 @@ def test_predictor_killed_and_restarted_under_load(protocol, sqlite_repo, model_
         front.stop()
         for proc in [running, *restarted]:
             proc.stop()
-    summary = timeline.summary()
-    summary["recovered_within_s"] = round(timeline.recovered_within(), 3)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"transformer-predictor-restart-{protocol}.json").write_text(json.dumps(summary, indent=2))
-    print(protocol, summary)
+    summary = timeline.save(f"transformer-predictor-restart-{protocol}")
 
     assert set(summary["before"]["statuses"]) == {200}, summary
     down = timeline.down

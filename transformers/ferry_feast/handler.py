@@ -79,7 +79,6 @@ class FeastTransformer:
         #: ~3,400 req/s; the Feast SDK costs ~40 us per id plus ~100 us per call, all of it holding the GIL.
         self.max_concurrent_waves = 1
         self._pending: collections.deque[tuple[list[str], asyncio.Future]] = collections.deque()
-        self._pending_ids = 0
         self._waves_running = 0
         self._wave_tasks: set[asyncio.Task] = set()
         self.ready = False
@@ -219,7 +218,6 @@ class FeastTransformer:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._pending.append((list(ids), future))
-        self._pending_ids += len(ids)
         if self._waves_running < self.max_concurrent_waves:
             self._start_wave(loop)
         return await future
@@ -229,7 +227,6 @@ class FeastTransformer:
         wave, rows = [], 0
         while self._pending and (not wave or rows + len(self._pending[0][0]) <= self.max_ids):
             ids, future = self._pending.popleft()
-            self._pending_ids -= len(ids)
             if not future.done():  # the caller went away
                 wave.append((ids, future))
                 rows += len(ids)

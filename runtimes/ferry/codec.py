@@ -62,6 +62,9 @@ def numpy_dtype(datatype: Any, field: str) -> np.dtype:
         ) from None
 
 
+MAX_ELEMENTS = 1 << 48
+
+
 def check_shape(shape: Any, field: str) -> tuple[int, ...]:
     """A request's tensor shape: a list of non-negative integers."""
     if type(shape) is not list and type(shape) is not tuple:
@@ -69,6 +72,12 @@ def check_shape(shape: Any, field: str) -> tuple[int, ...]:
     for dim in shape:
         if type(dim) is not int or dim < 0:
             raise InvalidInput(f"{field}: shape must be a list of non-negative integers, got {shape!r}")
+    # numpy refuses shapes whose dimensions multiply past its index range even when one of them is 0 (an empty
+    # tensor of shape [0, 3e9, 3e9]); no real tensor comes near 2**48 elements.
+    if math.prod(dim or 1 for dim in shape) > MAX_ELEMENTS:
+        raise InvalidInput(
+            f"{field}: shape {list(shape)} has more than 2**48 elements (dimensions taken as >= 1)"
+        )
     return tuple(shape)
 
 

@@ -50,6 +50,11 @@ class Result:
     labels: list[str]
 
 
+#: Loop turns a new wave waits before taking what is queued: one turn lets the requests that arrived in the same
+#: burst of socket reads join it (measured at 16 clients, remote V2: added p50 2.5 -> 1.8 ms); two gained nothing.
+WAVE_GATHER_TURNS = 1
+
+
 class FeastTransformer:
     name: str
     version = "1"
@@ -223,17 +228,8 @@ class FeastTransformer:
         return await future
 
     def _start_wave(self, loop: asyncio.AbstractEventLoop) -> None:
-        # Dispatch as soon as a wave slot is free, taking whatever waits (up to max_ids rows): no waiting window.
-        wave, rows = [], 0
-        while self._pending and (not wave or rows + len(self._pending[0][0]) <= self.max_ids):
-            ids, future = self._pending.popleft()
-            if not future.done():  # the caller went away
-                wave.append((ids, future))
-                rows += len(ids)
-        if not wave:
-            return
         self._waves_running += 1
-        task = loop.create_task(self._serve_wave(wave))
+        task = loop.create_task(self._next_wave())
         self._wave_tasks.add(task)  # the loop keeps only weak references to tasks
         task.add_done_callback(self._wave_done)
 
@@ -242,6 +238,21 @@ class FeastTransformer:
         self._waves_running -= 1
         if self._pending:
             self._start_wave(asyncio.get_running_loop())
+
+    async def _next_wave(self) -> None:
+        """Take what waits (up to max_ids rows) and serve it. No waiting window, one loop turn: the requests that
+        one burst of socket reads delivered (16 clients answered together send again together) travel together
+        instead of the first of them leaving alone in a wave of one."""
+        for _ in range(WAVE_GATHER_TURNS):
+            await asyncio.sleep(0)
+        wave, rows = [], 0
+        while self._pending and (not wave or rows + len(self._pending[0][0]) <= self.max_ids):
+            ids, future = self._pending.popleft()
+            if not future.done():  # the caller went away
+                wave.append((ids, future))
+                rows += len(ids)
+        if wave:
+            await self._serve_wave(wave)
 
     async def _serve_wave(self, wave: list[tuple[list[str], asyncio.Future]]) -> None:
         try:

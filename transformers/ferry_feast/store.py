@@ -157,6 +157,7 @@ class SdkFeatures:
         self._store = None
         self._executor: ThreadPoolExecutor | None = None
         self._keys: list[str] = []
+        self._online_reader: OnlineReader | None = None
         self._pending: list[tuple[list[str], asyncio.Future]] = []
         self._reading = False
         self._drainer: asyncio.Task | None = None
@@ -187,6 +188,7 @@ class SdkFeatures:
         if unknown:
             raise ValueError(f"features {unknown} are not in the feature repo; it has {sorted(known)}")
         self._keys = [ref.replace(":", "__") for ref in self.features]
+        self._online_reader = OnlineReader.plan(self._store, self.features)
         self._fail_fast_on_redis()
         # The first lookup opens connections and loads the registry: pay for it before reporting ready.
         self._read(["__warmup__"])
@@ -205,6 +207,8 @@ class SdkFeatures:
         online_store._get_client(config).set_retry(Retry(NoBackoff(), retries=1))
 
     def _read(self, ids: list[str]) -> list[list[Any]]:
+        if self._online_reader is not None:
+            return self._online_reader.read(ids)
         response = self._store.get_online_features(
             features=self.features, entity_rows={ENTITY_KEY: ids}, full_feature_names=True
         ).to_dict()
@@ -254,6 +258,83 @@ class SdkFeatures:
     async def close(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+_ID_FIELDS = {"STRING": ("string_val", str), "INT64": ("int64_val", int)}  # entity type -> Value field
+
+
+class OnlineReader:
+    """Feast's per-feature-view read, ``OnlineStore.online_read`` (the interface every online store implements),
+    without the SDK's request planning and response assembly around it: for plain feature views keyed by the
+    one entity, ``get_online_features`` does exactly these reads (Feast 0.67 checks no TTL online) and then
+    spends ~35 us per entity building and converting protobuf responses, more than the SQLite query or Redis
+    round trip itself (benchmarks/transformer_latency.py). Anything else (on-demand views, several join keys)
+    keeps the SDK path: ``plan`` returns None."""
+
+    def __init__(self, online_store, config, reads: list, id_field: str, id_type, features: list[str]):
+        self.online_store = online_store
+        self.config = config
+        self.reads = reads  # (feature view, its requested feature names)
+        self.id_field = id_field
+        self.id_type = id_type
+        self.features = features
+
+    @classmethod
+    def plan(cls, store, features: list[str]) -> OnlineReader | None:
+        from feast.errors import FeatureViewNotFoundException
+
+        by_view: dict[str, list[str]] = {}
+        for ref in features:
+            view_name, _, name = ref.partition(":")
+            by_view.setdefault(view_name, []).append(name)
+        reads, id_types = [], set()
+        for view_name, names in by_view.items():
+            try:
+                view = store.get_feature_view(view_name)
+            except FeatureViewNotFoundException:
+                return None  # an on-demand or stream view: the SDK knows how to serve it
+            if len(view.entities) != 1 or [c.name for c in view.entity_columns] != [ENTITY_KEY]:
+                return None
+            id_types.add(store.get_entity(view.entities[0]).value_type.name)
+            reads.append((view, names))
+        if len(id_types) != 1 or next(iter(id_types)) not in _ID_FIELDS:
+            return None
+        id_field, id_type = _ID_FIELDS[id_types.pop()]
+        online_store = store._get_provider().online_store  # Feast has no public handle on it
+        return cls(online_store, store.config, reads, id_field, id_type, features)
+
+    def read(self, ids: list[str]) -> list[list[Any]]:
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        try:
+            values = [Value(**{self.id_field: self.id_type(entity)}) for entity in ids]
+        except ValueError:
+            raise InvalidInput(
+                f"customer ids must be integers for this feature repo, got {ids[:5]}"
+            ) from None
+        keys = [EntityKey(join_keys=[ENTITY_KEY], entity_values=[value]) for value in values]
+        columns: dict[str, list[Any]] = {}
+        for view, names in self.reads:
+            # A copy: Feast's Redis store appends its timestamp key to the list it is given.
+            rows = self.online_store.online_read(
+                config=self.config, table=view, entity_keys=keys, requested_features=list(names)
+            )
+            for name in names:
+                columns[f"{view.name}:{name}"] = [_python_value(found, name) for _, found in rows]
+        return [columns[ref] for ref in self.features]
+
+
+def _python_value(found: dict | None, name: str) -> Any:
+    """A ValueProto's Python value (None where the entity or feature is missing)."""
+    if not found or name not in found:
+        return None
+    value = found[name]
+    kind = value.WhichOneof("val")
+    if kind is None or kind == "null_val":
+        return None
+    content = getattr(value, kind)
+    return list(content.val) if kind.endswith("_list_val") else content
 
 
 def service_features(store, name: str) -> list[str]:

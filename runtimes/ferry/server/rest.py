@@ -1,12 +1,11 @@
-"""The HTTP front end: a plain ASGI app (no framework routing: at ~20k requests/s per core every
-microsecond counts). KServe V1, Open Inference Protocol V2 (JSON and binary), Seldon, Triton's model
+"""The HTTP API: plain routing (no framework: at ~20k requests/s per core every microsecond counts), served by
+the transport in ``ferry.server.http``. KServe V1, Open Inference Protocol V2 (JSON and binary), Seldon, Triton's model
 configuration, Prometheus metrics. Errors map to HTTP statuses in exactly one table, ``HTTP_STATUS``."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -62,79 +61,39 @@ class RestApp:
         repository: Repository,
         *,
         max_body_bytes: int = 64 << 20,
-        on_startup: Callable[[], Awaitable[None]] | None = None,
-        on_shutdown: Callable[[], Awaitable[None]] | None = None,
         server_name: str = "ferry",
         tracer=None,
     ):
         self.repository = repository
         self.tracer = tracer
         self.max_body_bytes = max_body_bytes
-        self.on_startup = on_startup
-        self.on_shutdown = on_shutdown
         self.server_name = server_name
         self._seconds = {p: REQUEST_SECONDS.labels(p) for p in ("v1", "v2", "seldon")}
         self._counts: dict[tuple[str, int], object] = {}
 
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http":
-            await self._http(scope, receive, send)
-        elif scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-
-    async def _lifespan(self, receive, send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    if self.on_startup:
-                        await self.on_startup()
-                except Exception as exc:
-                    log.exception("start-up failed")
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                if self.on_shutdown:
-                    await self.on_shutdown()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-
-    async def _http(self, scope, receive, send) -> None:
+    async def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Response:
+        """Answer one request (never raises): the whole of Ferry's HTTP API behind the transport in
+        ``ferry.server.http``. ``headers`` have lower-case names."""
         started = time.perf_counter()
-        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
         request_id = headers.get("x-request-id") or new_request_id()
         headers["x-request-id"] = request_id
         token = request_headers.set(headers)
         protocol = "other"
         try:
             if self.tracer is None:
-                protocol, response = await self._route(scope["method"], scope["path"], headers, receive)
+                protocol, response = await self._route(method, path, headers, body)
             else:
-                protocol, response = await self._traced(scope["method"], scope["path"], headers, receive)
+                protocol, response = await self._traced(method, path, headers, body)
         except ServingError as exc:
-            response = self._error(exc, scope["path"])
+            response = self._error(exc, path)
         except Exception:
-            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            response = Response(dumps({"error": "internal server error"}), 500)
+            log.exception("unhandled error on %s %s", method, path)
+            response = self.internal_error()
         finally:
             request_headers.reset(token)
-        extra = [(b"x-request-id", request_id.encode("latin-1"))]
+        response.headers.append((b"x-request-id", request_id.encode("latin-1")))
         if "traceparent" in headers:
-            extra.append((b"traceparent", headers["traceparent"].encode("latin-1")))
-        await send(
-            {
-                "type": "http.response.start",
-                "status": response.status,
-                "headers": [
-                    (b"content-type", response.content_type),
-                    (b"content-length", str(len(response.body)).encode()),
-                    *extra,
-                    *response.headers,
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": response.body})
+            response.headers.append((b"traceparent", headers["traceparent"].encode("latin-1")))
         if protocol in self._seconds:
             self._seconds[protocol].observe(time.perf_counter() - started)
         key = (protocol, response.status)
@@ -142,8 +101,18 @@ class RestApp:
         if counter is None:
             counter = self._counts[key] = HTTP_REQUESTS.labels(protocol, f"{response.status // 100}xx")
         counter.inc()
+        return response
 
-    async def _traced(self, method: str, path: str, headers: dict, receive) -> tuple[str, Response]:
+    def payload_too_large(self, size: int) -> Response:
+        exc = PayloadTooLarge(f"request body of {size} bytes exceeds the limit of {self.max_body_bytes}")
+        HTTP_REQUESTS.labels("other", "4xx").inc()
+        return self._error(exc, "")
+
+    @staticmethod
+    def internal_error() -> Response:
+        return Response(dumps({"error": "internal server error"}), 500)
+
+    async def _traced(self, method: str, path: str, headers: dict, body) -> tuple[str, Response]:
         from ferry.tracing import start_server_span
 
         with start_server_span(self.tracer, f"{method} {path}", headers) as span:
@@ -151,7 +120,7 @@ class RestApp:
             span.set_attribute("url.path", path)
             span.set_attribute("ferry.request_id", headers["x-request-id"])
             try:
-                protocol, response = await self._route(method, path, headers, receive)
+                protocol, response = await self._route(method, path, headers, body)
             except ServingError as exc:
                 span.set_attribute("http.response.status_code", HTTP_STATUS[exc.code])
                 raise
@@ -171,51 +140,32 @@ class RestApp:
             body = {"error": exc.message}
         return Response(dumps(body), status, headers=headers)
 
-    async def _body(self, headers: dict[str, str], receive) -> bytes:
-        declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            raise PayloadTooLarge(
-                f"request body of {declared} bytes exceeds the limit of {self.max_body_bytes}"
-            )
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            chunk = message.get("body", b"")
-            if chunk:
-                size += len(chunk)
-                if size > self.max_body_bytes:
-                    raise PayloadTooLarge(f"request body exceeds the limit of {self.max_body_bytes} bytes")
-                chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-    async def _json_body(self, headers, receive):
-        body = await self._body(headers, receive)
+    @staticmethod
+    def _json(body: bytes):
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise InvalidInput(f"request body is not valid JSON: {exc}") from None
 
-    async def _route(self, method: str, path: str, headers: dict, receive) -> tuple[str, Response]:
+    async def _route(self, method: str, path: str, headers: dict, body) -> tuple[str, Response]:
         if method == "POST" and path.endswith("/infer") and path.startswith("/v2/models/"):
             # The hot path, without the general routing below: /v2/models/{m}/infer
             name = path[11:-6]
             if name and "/" not in name:
-                return "v2", await self._v2_infer(name, None, headers, receive)
+                return "v2", await self._v2_infer(name, None, headers, body)
         parts = path.strip("/").split("/")
         head = parts[0]
         if head == "v2":
-            return "v2", await self._v2(method, parts[1:], headers, receive)
+            return "v2", await self._v2(method, parts[1:], headers, body)
         if head == "v1":
-            return "v1", await self._v1(method, parts[1:], headers, receive)
+            return "v1", await self._v1(method, parts[1:], headers, body)
         if path in SELDON_PREDICT:
             _expect(method, "POST")
-            return "seldon", await self._seldon_predict(headers, receive)
+            return "seldon", await self._seldon_predict(headers, body)
         if path in SELDON_EXPLAIN:
             _expect(method, "POST")
             handler = self.repository.ready(self.repository.default.name)
-            return "seldon", _ok(await _explain(handler, await self._json_body(headers, receive)))
+            return "seldon", _ok(await _explain(handler, self._json(body)))
         if path == "/metrics":
             return "other", Response(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST.encode())
         if path in ("/", "/health/ping", "/live"):
@@ -228,7 +178,7 @@ class RestApp:
         ready = self.repository.all_ready
         return Response(dumps({"ready": ready}), 200 if ready else 503)
 
-    async def _v2(self, method: str, parts: list[str], headers: dict, receive) -> Response:
+    async def _v2(self, method: str, parts: list[str], headers: dict, body) -> Response:
         if not parts:
             return _ok({"name": self.server_name, "version": __version__, "extensions": EXTENSIONS})
         if parts[0] == "health" and len(parts) == 2:
@@ -243,7 +193,7 @@ class RestApp:
             action = rest[0] if rest else ""
             if action == "infer" and len(rest) == 1:
                 _expect(method, "POST")
-                return await self._v2_infer(name, version, headers, receive)
+                return await self._v2_infer(name, version, headers, body)
             if action == "" and not rest:
                 return _ok(self.repository.get(name, version).metadata())
             if action == "ready" and len(rest) == 1:
@@ -258,9 +208,8 @@ class RestApp:
                 return _ok(config())
         raise ModelNotFound(f"no V2 route for {method} /v2/{'/'.join(parts)}")
 
-    async def _v2_infer(self, name: str, version: str | None, headers: dict, receive) -> Response:
+    async def _v2_infer(self, name: str, version: str | None, headers: dict, body) -> Response:
         handler = self.repository.ready(name, version)
-        body = await self._body(headers, receive)
         json_length = headers.get(v2.BINARY_HEADER)
         if json_length is not None and not json_length.isdigit():
             raise InvalidInput(f"Inference-Header-Content-Length must be an integer, got {json_length!r}")
@@ -275,7 +224,7 @@ class RestApp:
             headers=[(b"inference-header-content-length", str(header_length).encode())],
         )
 
-    async def _v1(self, method: str, parts: list[str], headers: dict, receive) -> Response:
+    async def _v1(self, method: str, parts: list[str], headers: dict, body) -> Response:
         if parts == ["models"]:
             return _ok({"models": self.repository.names})
         if len(parts) == 2 and parts[0] == "models":
@@ -285,7 +234,7 @@ class RestApp:
                 return _ok({"name": name, "ready": handler.ready and not self.repository.draining})
             _expect(method, "POST")
             handler = self.repository.ready(name)
-            body = await self._json_body(headers, receive)
+            body = self._json(body)
             if verb == "predict":
                 custom = getattr(handler, "predict_v1", None)
                 if custom is not None:
@@ -296,9 +245,9 @@ class RestApp:
                 return _ok(await _explain(handler, body))
         raise ModelNotFound(f"no V1 route for {method} /v1/{'/'.join(parts)}")
 
-    async def _seldon_predict(self, headers: dict, receive) -> Response:
+    async def _seldon_predict(self, headers: dict, body) -> Response:
         handler = self.repository.ready(self.repository.default.name)
-        body = await self._json_body(headers, receive)
+        body = self._json(body)
         inputs, form = v1.decode_seldon(body, handler.signature)
         outputs = await handler.infer(inputs)
         names = getattr(handler, "class_names", None)

@@ -41,8 +41,14 @@ def serve(repository: Repository, options: ServeOptions) -> int:
         import uvloop
     except ImportError:  # pragma: no cover - every Ferry image has uvloop; the default loop also works
         return asyncio.run(_serve(repository, options))
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(_serve(repository, options))
+    loop = uvloop.new_event_loop()  # (asyncio.Runner's loop_factory would need Python 3.11)
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(_serve(repository, options))
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        asyncio.set_event_loop(None)
+        loop.close()
 
 
 async def _serve(repository: Repository, options: ServeOptions) -> int:

@@ -62,7 +62,7 @@ async def _serve(repository: Repository, options: ServeOptions) -> int:
         server_name=options.server_name,
         tracer=configure_tracing(options.otel_endpoint, options.server_name),
     )
-    http = HttpServer(app, max_body_bytes=options.max_body_bytes, idle_timeout_s=options.idle_timeout_s)
+    http = HttpServer(app, idle_timeout_s=options.idle_timeout_s)
     grpc_server = None
     try:
         await http.start(options.host, options.http_port)

@@ -44,12 +44,12 @@ def render(status: int, content_type: bytes, body: bytes, headers: list, *, clos
 
 
 class HttpServer:
-    """Serves ``app``: anything with ``async handle(method, path, headers, body) -> Response`` (which never
-    raises) and ``payload_too_large(size) -> Response``."""
+    """Serves ``app``: anything with ``max_body_bytes``, ``async handle(method, path, headers, body) -> Response``
+    (which never raises) and ``payload_too_large(size) -> Response``."""
 
-    def __init__(self, app, *, max_body_bytes: int, idle_timeout_s: float = 75.0):
+    def __init__(self, app, *, idle_timeout_s: float = 75.0):
         self.app = app
-        self.max_body_bytes = max_body_bytes
+        self.max_body_bytes = app.max_body_bytes  # the app's limit, enforced here while the body is read
         self.idle_timeout_s = idle_timeout_s
         self.connections: set[_Connection] = set()
         self.closing = False

@@ -25,7 +25,7 @@ from ferry_explain.artifacts import Features
 from ferry_explain.engines import Engine
 from ferry_explain.inputs import Param, parse_instances, resolve_parameters
 from ferry_explain.pool import BoundedPool
-from ferry_explain.predictor import Calls, PredictorClient
+from ferry_explain.predictor import Calls, ExplanationDeadline, PredictorClient
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,9 @@ class ExplainerHandler:
             results, requests, rows, seconds = await asyncio.wait_for(
                 asyncio.wrap_future(future), self.explain_timeout_s
             )
-        except asyncio.TimeoutError:
+        except (asyncio.TimeoutError, ExplanationDeadline):
+            # Whichever side notices first (this wait, or the worker's bounded predictor call), the caller
+            # sees the same answer: the explanation's deadline.
             future.cancel()  # frees the slot if it never started; a running one stops at its next call
             self._outcomes["timeout"].inc()
             raise DeadlineExceeded(
@@ -190,11 +192,11 @@ class ExplainerHandler:
     ) -> tuple[list[tuple[dict, dict]], int, int, float]:
         """Runs in a worker thread, on an engine instance nobody else is using."""
         if time.monotonic() >= deadline:
-            raise DeadlineExceeded("explanation waited for a worker past its deadline")
+            raise ExplanationDeadline("explanation waited for a worker past its deadline")
         try:  # never empty in practice: as many engine instances as worker threads
             engine, calls = self._engines.get(timeout=max(0.0, deadline - time.monotonic()))
         except queue.Empty:
-            raise DeadlineExceeded("no engine instance became free before the deadline") from None
+            raise ExplanationDeadline("no engine instance became free before the deadline") from None
         started = time.monotonic()
         try:
             calls.begin(deadline, headers)

@@ -170,6 +170,10 @@ class PredictorClient:
         self._client.close()
 
 
+class ExplanationDeadline(DeadlineExceeded):
+    """The explanation's own deadline passed (as opposed to one predictor call exceeding ``timeout_s``)."""
+
+
 class Calls:
     """The predict function one engine instance is built with. It counts the requests and rows of the
     explanation in progress and enforces its deadline: a call after the deadline raises DeadlineExceeded, so
@@ -199,9 +203,15 @@ class Calls:
         for start in range(0, len(rows), limit):
             remaining = self.deadline - time.monotonic()
             if remaining <= 0:
-                raise DeadlineExceeded("explanation ran past its deadline")
+                raise ExplanationDeadline("explanation ran past its deadline")
             chunk = rows[start : start + limit]
             self.requests += 1
             self.rows += len(chunk)
-            outputs.append(self.client.predict(chunk, min(self.client.timeout_s, remaining), self.headers))
+            bounded_by_deadline = remaining < self.client.timeout_s
+            try:
+                outputs.append(self.client.predict(chunk, min(self.client.timeout_s, remaining), self.headers))
+            except DeadlineExceeded as exc:
+                if bounded_by_deadline:  # the call ran out of the explanation's time, not its own
+                    raise ExplanationDeadline(str(exc)) from None
+                raise
         return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)

@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/run.py --quick              # smoke run: few cases, 1 run of 2 s, c=1 and 64
     .venv/bin/python benchmarks/run.py --cases small-v2json,small-grpc --peers ferry-batch,kserve-stock
     .venv/bin/python benchmarks/run.py --url http://HOST --model_name NAME --cases small-v2json  # any target
-    .venv/bin/python benchmarks/run.py --profile            # also py-spy Ferry at small-v2json, c=64
+    .venv/bin/python benchmarks/run.py --profile            # also py-spy Ferry at c=64 (small V2 JSON, gRPC)
     .venv/bin/python benchmarks/run.py --report             # only rewrite RESULTS.md and the plots
 
 Method: each server runs pinned to CPU 0 (``taskset -c 0``, its child processes included), the load generator
@@ -599,8 +599,8 @@ def measure_peer(server, peer_name, case, model_name, input_name, x, expected, r
         return entry
     for connections in concurrency:
         profile_to = None
-        if args.profile and peer_name == "ferry-batch" and case.name == "small-v2json" and connections == 64:
-            profile_to = RESULTS / "profile-ferry-small-v2json-c64.txt"
+        if args.profile and peer_name == "ferry-batch" and case.name in PROFILED and connections == 64:
+            profile_to = RESULTS / f"profile-ferry-{case.name}-c64.txt"
         try:
             point = measure_point(
                 server, payload, body_file, model_name, connections, runs, seconds, profile_to
@@ -617,6 +617,8 @@ def measure_peer(server, peer_name, case, model_name, input_name, x, expected, r
 
 # ------------------------------------------------------------------------------------------ py-spy budget
 
+PROFILED = ("small-v2json", "small-grpc")  # --profile: py-spy Ferry (batching on) at c=64 in these cases
+
 # Where a sampled stack's time goes: the first rule matching its innermost Python frame (file path) wins.
 IDLE = "idle: executor thread waiting for a batch (not CPU; excluded)"
 PROFILE_RULES = [
@@ -627,8 +629,12 @@ PROFILE_RULES = [
     ("metrics", ("ferry/metrics.py", "prometheus_client")),
     ("codec (JSON/binary <-> numpy)", ("ferry/codec.py", "ferry/protocol/", "orjson", "json/")),
     ("model wrapper (ferry/model.py, backends)", ("ferry/model.py", "ferry/backends/", "ferry/signature.py")),
-    ("routing, request/response (ferry/server/rest.py)", ("ferry/server/rest.py", "ferry/errors.py")),
-    ("HTTP parse + transport (uvicorn/httptools)", ("uvicorn/",)),
+    (
+        "routing, request/response (ferry/server/rest.py, grpc.py)",
+        ("ferry/server/rest.py", "ferry/server/grpc.py", "ferry/errors.py"),
+    ),
+    ("HTTP/1.1 parse + transport (ferry/server/http.py, httptools)", ("ferry/server/http.py", "httptools")),
+    ("HTTP/2 frames + HPACK (ferry/server/h2.py, hpack)", ("ferry/server/h2.py", "hpack/")),
     ("event loop, asyncio, other", ("",)),
 ]
 
@@ -976,7 +982,9 @@ def main() -> None:
         "--url", default="", help="measure this server instead (gRPC: BENCH_GRPC_ADDRESS=host:port)"
     )
     parser.add_argument("--model_name", default="model", help="with --url: the model's name there")
-    parser.add_argument("--profile", action="store_true", help="py-spy Ferry at small-v2json c=64")
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy Ferry at c=64, small-v2json and small-grpc"
+    )
     parser.add_argument("--report", action="store_true", help="only rebuild RESULTS.md and plots")
     args = parser.parse_args()
     args.peers = [p for p in args.peers.split(",") if p]

@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             grpc_port=settings.grpc_port,
             max_body_bytes=settings.max_body_bytes,
             max_grpc_message_bytes=settings.max_grpc_message_bytes,
+            grpc_transport=settings.grpc_transport,
             drain_timeout_s=settings.drain_timeout_s,
             idle_timeout_s=settings.idle_timeout_s,
             otel_endpoint=settings.otel_endpoint,

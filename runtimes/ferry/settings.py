@@ -87,6 +87,9 @@ class PredictorSettings(ModelSettings):
     )
     max_body_bytes: int = Field(64 << 20, ge=1024, description="Largest HTTP request body (413 beyond).")
     max_grpc_message_bytes: int = Field(64 << 20, ge=1024, description="Largest gRPC message.")
+    grpc_transport: Literal["ferry", "grpcio"] = Field(
+        "ferry", description="ferry: Ferry's HTTP/2 transport (fast unary calls); grpcio: grpc.aio."
+    )
     cache_dir: str = Field("/tmp/ferry-models", description="Where remote models are downloaded.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     log_format: Literal["text", "json"] = Field("text", description="Log line format.")

@@ -204,7 +204,7 @@ def test_grpc_message_over_the_limit_is_resource_exhausted(server):
     with pytest.raises(InferenceServerException) as info:
         client.infer("churn", [big])
     assert info.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
-    assert "larger than max" in info.value.message()
+    assert "larger than the limit of 200000 bytes (max_grpc_message_bytes)" in info.value.message()
     small = triton.InferInput("input-0", [1, 4], "FP32")
     small.set_data_from_numpy(rows[:1])
     assert client.infer("churn", [small]).as_numpy("probabilities").shape == (1, 2)

@@ -1,5 +1,5 @@
-"""Run a repository of handlers on the lean server: HTTP (``ferry.server.http``) and gRPC (grpc.aio) on one
-uvloop event loop.
+"""Run a repository of handlers on the lean server: HTTP (``ferry.server.http``) and gRPC (``ferry.server.h2``,
+or grpc.aio) on one uvloop event loop.
 
 The ports open at once and report live; models load in the background and readiness turns true only when
 every model has loaded and warmed up (so a slow download never gets the pod killed by its liveness probe).
@@ -29,6 +29,7 @@ class ServeOptions:
     grpc_port: int = 8081
     max_body_bytes: int = 64 << 20
     max_grpc_message_bytes: int = 64 << 20
+    grpc_transport: str = "ferry"  # ferry: ferry.server.h2; grpcio: grpc.aio
     drain_timeout_s: float = 30.0
     idle_timeout_s: float = 75.0  # above the 60 s idle timeouts of common load balancers, so they close first
     server_name: str = "ferry"
@@ -67,12 +68,7 @@ async def _serve(repository: Repository, options: ServeOptions) -> int:
     try:
         await http.start(options.host, options.http_port)
         if options.grpc_port:
-            from ferry.server.grpc import create_server
-
-            grpc_server = create_server(
-                repository, options.grpc_port, options.host, options.max_grpc_message_bytes
-            )
-            await grpc_server.start()
+            grpc_server = await _start_grpc(repository, options)
     except (OSError, RuntimeError) as exc:
         log.error(
             "cannot listen on %s (HTTP %d, gRPC %d): %s",
@@ -103,7 +99,36 @@ async def _serve(repository: Repository, options: ServeOptions) -> int:
         load.cancel()
     stopping = [http.shutdown(options.drain_timeout_s)]
     if grpc_server is not None:
-        stopping.append(grpc_server.stop(options.drain_timeout_s))
+        stopping.append(grpc_server.shutdown(options.drain_timeout_s))
     await asyncio.gather(*stopping)
     await repository.close(options.drain_timeout_s)
     return exit_code
+
+
+class _GrpcioServer:
+    """grpc.aio behind the same start/shutdown shape as Ferry's transports."""
+
+    def __init__(self, server):
+        self.server = server
+
+    async def shutdown(self, timeout_s: float) -> None:
+        await self.server.stop(timeout_s)
+
+
+async def _start_grpc(repository: Repository, options: ServeOptions):
+    from ferry.server.grpc import InferenceService, create_grpcio_server
+
+    service = InferenceService(repository, options.server_name)
+    if options.grpc_transport == "grpcio":
+        server = create_grpcio_server(
+            service, options.grpc_port, options.host, options.max_grpc_message_bytes
+        )
+        await server.start()
+        return _GrpcioServer(server)
+    from ferry.server.h2 import H2GrpcServer
+
+    server = H2GrpcServer(
+        service, max_message_bytes=options.max_grpc_message_bytes, idle_timeout_s=options.idle_timeout_s
+    )
+    await server.start(options.host, options.grpc_port)
+    return server

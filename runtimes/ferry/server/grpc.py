@@ -1,13 +1,17 @@
-"""The gRPC front end: Open Inference Protocol's ``inference.GRPCInferenceService`` on grpc.aio, in the
-same process and event loop as the HTTP server. Errors map to gRPC codes in exactly one table, ``GRPC_STATUS``.
-Outputs always go back as ``raw_output_contents`` (what Triton does, and cheapest)."""
+"""The gRPC service: Open Inference Protocol's ``inference.GRPCInferenceService`` as a transport-free core,
+``InferenceService.call(path, message, metadata) -> response bytes``. Two transports carry it: Ferry's own
+HTTP/2 transport (``ferry.server.h2``, the default) and grpc.aio (``grpc_transport=grpcio``).
+
+Errors map to gRPC status codes in exactly one table, ``GRPC_STATUS``. Outputs always go back as
+``raw_output_contents`` (what Triton does, and cheapest)."""
 
 from __future__ import annotations
 
+import enum
 import logging
 
-import grpc
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from ferry import __version__
 from ferry.codec import datatype_of, decode_binary, encode_binary, numpy_dtype
@@ -15,21 +19,48 @@ from ferry.context import new_request_id, request_headers
 from ferry.errors import ErrorCode, InvalidInput, ServingError
 from ferry.metrics import GRPC_REQUESTS
 from ferry.protocol import grpc_predict_v2_pb2 as pb
-from ferry.protocol.oip_grpc import generic_handler
+from ferry.protocol.oip_grpc import METHODS, SERVICE
 from ferry.repository import Repository
 from ferry.server.rest import EXTENSIONS
 
 log = logging.getLogger(__name__)
 
+
+class Status(enum.IntEnum):
+    """gRPC status codes (the ones Ferry sends)."""
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    RESOURCE_EXHAUSTED = 8
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+
+
 GRPC_STATUS = {
-    ErrorCode.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
-    ErrorCode.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
-    ErrorCode.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
-    ErrorCode.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
-    ErrorCode.BAD_GATEWAY: grpc.StatusCode.UNAVAILABLE,
-    ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,
+    ErrorCode.INVALID_ARGUMENT: Status.INVALID_ARGUMENT,
+    ErrorCode.NOT_FOUND: Status.NOT_FOUND,
+    ErrorCode.RESOURCE_EXHAUSTED: Status.RESOURCE_EXHAUSTED,
+    ErrorCode.UNAVAILABLE: Status.UNAVAILABLE,
+    ErrorCode.DEADLINE_EXCEEDED: Status.DEADLINE_EXCEEDED,
+    ErrorCode.BAD_GATEWAY: Status.UNAVAILABLE,
+    ErrorCode.INTERNAL: Status.INTERNAL,
 }
+
+
+class GrpcFailure(Exception):
+    """A call that ends with a non-OK status; ``trailers`` are extra (name, value) pairs to send."""
+
+    def __init__(self, status: Status, message: str, trailers: tuple[tuple[str, str], ...] = ()):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.trailers = trailers
+
 
 # Which typed field of InferTensorContents carries each datatype (FP16 travels only as raw bytes).
 CONTENTS_FIELD = {
@@ -81,47 +112,64 @@ def decode_request(request: pb.ModelInferRequest) -> dict[str, np.ndarray]:
     return inputs
 
 
-class InferenceServicer:
+class InferenceService:
+    """The service's methods by wire path (``/inference.GRPCInferenceService/ModelInfer``): each parses its
+    request, runs, and serializes its response; failures leave as ``GrpcFailure``."""
+
     def __init__(self, repository: Repository, server_name: str = "ferry"):
         self.repository = repository
         self.server_name = server_name
+        self.methods = {
+            f"/{SERVICE}/{name}": (name, request_class, getattr(self, name))
+            for name, (request_class, _) in METHODS.items()
+        }
         self._counts: dict = {}
 
-    def _count(self, method: str, code: grpc.StatusCode) -> None:
-        key = (method, code)
+    async def call(self, path: str, message: bytes, metadata: dict[str, str]) -> bytes:
+        method = self.methods.get(path)
+        if method is None:
+            raise GrpcFailure(Status.UNIMPLEMENTED, f"unknown method {path}")
+        name, request_class, run = method
+        try:
+            request = request_class.FromString(message)
+        except DecodeError as exc:
+            self._count(name, Status.INVALID_ARGUMENT)
+            raise GrpcFailure(
+                Status.INVALID_ARGUMENT, f"{request_class.__name__} message does not parse: {exc}"
+            ) from None
+        try:
+            response = await run(request, metadata)
+        except ServingError as exc:
+            status = GRPC_STATUS[exc.code]
+            self._count(name, status)
+            trailers = (("retry-after", str(int(exc.retry_after))),) if exc.retry_after else ()
+            raise GrpcFailure(status, exc.message, trailers) from None
+        self._count(name, Status.OK)
+        return response.SerializeToString()
+
+    def _count(self, method: str, status: Status) -> None:
+        key = (method, status)
         counter = self._counts.get(key)
         if counter is None:
-            counter = self._counts[key] = GRPC_REQUESTS.labels(method, code.name)
+            counter = self._counts[key] = GRPC_REQUESTS.labels(method, status.name)
         counter.inc()
 
-    async def _fail(self, context, method: str, exc: ServingError):
-        code = GRPC_STATUS[exc.code]
-        self._count(method, code)
-        if exc.retry_after:
-            context.set_trailing_metadata((("retry-after", str(int(exc.retry_after))),))
-        await context.abort(code, exc.message)
-
-    async def ServerLive(self, request, context):
+    # -- the methods --
+    async def ServerLive(self, request, metadata):
         return pb.ServerLiveResponse(live=True)
 
-    async def ServerReady(self, request, context):
+    async def ServerReady(self, request, metadata):
         return pb.ServerReadyResponse(ready=self.repository.all_ready)
 
-    async def ServerMetadata(self, request, context):
+    async def ServerMetadata(self, request, metadata):
         return pb.ServerMetadataResponse(name=self.server_name, version=__version__, extensions=EXTENSIONS)
 
-    async def ModelReady(self, request, context):
-        try:
-            handler = self.repository.get(request.name, request.version)
-        except ServingError as exc:
-            await self._fail(context, "ModelReady", exc)
+    async def ModelReady(self, request, metadata):
+        handler = self.repository.get(request.name, request.version)
         return pb.ModelReadyResponse(ready=handler.ready and not self.repository.draining)
 
-    async def ModelMetadata(self, request, context):
-        try:
-            meta = self.repository.get(request.name, request.version).metadata()
-        except ServingError as exc:
-            await self._fail(context, "ModelMetadata", exc)
+    async def ModelMetadata(self, request, metadata):
+        meta = self.repository.get(request.name, request.version).metadata()
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             name=meta["name"],
@@ -133,8 +181,7 @@ class InferenceServicer:
             ],
         )
 
-    async def ModelInfer(self, request, context):
-        metadata = {key: value for key, value in context.invocation_metadata() if isinstance(value, str)}
+    async def ModelInfer(self, request, metadata):
         metadata.setdefault("x-request-id", request.id or new_request_id())
         token = request_headers.set(metadata)
         try:
@@ -142,8 +189,6 @@ class InferenceServicer:
             inputs = decode_request(request)
             wanted = [out.name for out in request.outputs] or None
             outputs = await handler.infer(inputs, wanted)
-        except ServingError as exc:
-            await self._fail(context, "ModelInfer", exc)
         finally:
             request_headers.reset(token)
         response = pb.ModelInferResponse(
@@ -152,11 +197,28 @@ class InferenceServicer:
         for name, array in outputs.items():
             response.outputs.add(name=name, datatype=datatype_of(array), shape=array.shape)
             response.raw_output_contents.append(bytes(encode_binary(array)))
-        self._count("ModelInfer", grpc.StatusCode.OK)
         return response
 
 
-def create_server(repository: Repository, port: int, host: str, max_message_bytes: int) -> grpc.aio.Server:
+# ---------------------------------------------------------------------------------------------- grpc.aio
+def create_grpcio_server(service: InferenceService, port: int, host: str, max_message_bytes: int):
+    """The same service on grpc.aio (``grpc_transport=grpcio``): requests and responses pass as bytes."""
+    import grpc
+
+    codes = {code.value[0]: code for code in grpc.StatusCode}
+
+    def behaviour(path: str):
+        async def handle(message: bytes, context):
+            metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+            try:
+                return await service.call(path, message, metadata)
+            except GrpcFailure as failure:
+                if failure.trailers:
+                    context.set_trailing_metadata(failure.trailers)
+                await context.abort(codes[failure.status], failure.message)
+
+        return grpc.unary_unary_rpc_method_handler(handle)
+
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -164,6 +226,7 @@ def create_server(repository: Repository, port: int, host: str, max_message_byte
             ("grpc.so_reuseport", 0),
         ]
     )
-    server.add_generic_rpc_handlers((generic_handler(InferenceServicer(repository)),))
+    handlers = {name: behaviour(f"/{SERVICE}/{name}") for name in METHODS}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     server.add_insecure_port(f"{host}:{port}")
     return server

@@ -1,0 +1,324 @@
+"""Ferry's gRPC transport (ferry.server.h2) on the wire: real grpcio clients for large tensors, compression,
+multiplexing, limits and shutdown; a raw HTTP/2 client (frames + hpack) for what client libraries never send:
+tiny flow-control windows, malformed framing and timeouts, protocol errors, pings, idle connections."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import struct
+import time
+
+import grpc
+import numpy as np
+import pytest
+from ferry.protocol import grpc_predict_v2_pb2 as pb
+from ferry.protocol.oip_grpc import Stub
+from hpack import Decoder, Encoder
+from support.models import export, slow_convnet
+from support.servers import start_predictor
+
+INFER = "/inference.GRPCInferenceService/ModelInfer"
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE = 0, 1, 3, 4, 6, 7, 8
+MAX_MESSAGE = 8_000_000
+
+
+def infer_request(x: np.ndarray, model: str = "churn") -> pb.ModelInferRequest:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    return pb.ModelInferRequest(
+        model_name=model,
+        id="t",
+        inputs=[pb.ModelInferRequest.InferInputTensor(name="input-0", datatype="FP32", shape=list(x.shape))],
+        raw_input_contents=[x.tobytes()],
+    )
+
+
+def output(response: pb.ModelInferResponse) -> np.ndarray:
+    shape = list(response.outputs[0].shape)
+    return np.frombuffer(response.raw_output_contents[0], dtype=np.float32).reshape(shape)
+
+
+@pytest.fixture(scope="module")
+def big(repo_dir, tmp_path_factory):
+    """A predictor with room for multi-megabyte tensors, a small message limit to hit, a 1 s idle timeout."""
+    log = tmp_path_factory.mktemp("logs") / "big.log"
+    proc = start_predictor(
+        repo_dir / "churn",
+        log,
+        "--model_name=churn",
+        "--max_request_rows=400000",
+        "--max_queue_rows=400000",
+        f"--max_grpc_message_bytes={MAX_MESSAGE}",
+        "--idle_timeout_s=1",
+    )
+    yield proc
+    proc.stop()
+
+
+# ------------------------------------------------------------------------------------------- grpcio clients
+def test_large_tensors_both_ways_and_gzip(big, reference):
+    """A 4.8 MB request (past the stream and connection windows Ferry hands out) and a 2.4 MB answer (past
+    the client's window: the server waits for its WINDOW_UPDATEs), plain and gzip-compressed."""
+    x = np.random.default_rng(0).random((300_000, 4), dtype=np.float32)
+    options = [("grpc.max_receive_message_length", 64 << 20)]
+    with grpc.insecure_channel(big.grpc_address, options=options) as channel:
+        stub = Stub(channel)
+        for compression in (None, grpc.Compression.Gzip):
+            response = stub.ModelInfer(infer_request(x), timeout=60, compression=compression)
+            np.testing.assert_allclose(output(response), reference(x), atol=1e-5)
+
+
+def test_oversized_message_is_resource_exhausted_and_the_connection_lives_on(big, reference):
+    x = np.zeros((MAX_MESSAGE // 16 + 1000, 4), dtype=np.float32)  # just over the limit
+    with grpc.insecure_channel(big.grpc_address) as channel:
+        stub = Stub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ModelInfer(infer_request(x), timeout=60)
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert f"limit of {MAX_MESSAGE} bytes (max_grpc_message_bytes)" in caught.value.details()
+        small = np.ones((2, 4), dtype=np.float32)
+        np.testing.assert_allclose(
+            output(stub.ModelInfer(infer_request(small), timeout=10)), reference(small)
+        )
+
+
+def test_many_concurrent_calls_multiplexed_on_one_channel(server, reference):
+    """More calls at once than the server's 256 concurrent streams: the client queues, every call gets its
+    own rows back."""
+    rng = np.random.default_rng(1)
+    inputs = [rng.random((1 + i % 5, 4), dtype=np.float32) for i in range(400)]
+
+    async def run():
+        async with grpc.aio.insecure_channel(server.grpc_address) as channel:
+            stub = Stub(channel)
+            return await asyncio.gather(*(stub.ModelInfer(infer_request(x), timeout=60) for x in inputs))
+
+    for x, response in zip(inputs, asyncio.run(run()), strict=True):
+        np.testing.assert_allclose(output(response), reference(x), atol=1e-5)
+
+
+def test_metadata_reaches_the_call_and_errors_carry_status_and_retry_after(server):
+    with grpc.insecure_channel(server.grpc_address) as channel:
+        stub = Stub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ModelInfer(infer_request(np.ones((1, 4)), model="nope"), timeout=10)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        assert "model 'nope' not found" in caught.value.details()
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ModelInfer(infer_request(np.ones((1, 3))), timeout=10)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "input-0" in caught.value.details()
+        _, call = stub.ModelInfer.with_call(
+            infer_request(np.ones((1, 4))), timeout=10, metadata=(("x-request-id", "abc-123"),)
+        )
+        assert call.code() == grpc.StatusCode.OK
+
+
+def test_sigterm_answers_every_call_already_received(repo_dir, tmp_path):
+    import onnxruntime as ort
+
+    model_dir = export(slow_convnet(side=96), tmp_path / "slow", "onnx", 16, 10)  # ~5 ms a row
+    proc = start_predictor(model_dir, tmp_path / "slow.log", "--model_name=slow")
+    session = ort.InferenceSession(str(model_dir / "model.onnx"))
+    rng = np.random.default_rng(2)
+    inputs = [rng.random((5, 16), dtype=np.float32) for _ in range(40)]  # ~1 s of work queued
+
+    async def run():
+        async with grpc.aio.insecure_channel(proc.grpc_address) as channel:
+            stub = Stub(channel)
+            await stub.ServerLive(pb.ServerLiveRequest(), timeout=10)
+            calls = [
+                asyncio.ensure_future(stub.ModelInfer(infer_request(x, "slow"), timeout=60)) for x in inputs
+            ]
+            await asyncio.sleep(0.3)  # all sent and received; most still queued
+            proc.process.send_signal(signal.SIGTERM)
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+    try:
+        results = asyncio.run(run())
+        failures = [r for r in results if isinstance(r, Exception)]
+        assert not failures, failures[:3]
+        for x, response in zip(inputs, results, strict=True):
+            np.testing.assert_allclose(output(response), session.run(None, {"input-0": x})[0], atol=1e-5)
+        assert proc.process.wait(30) == 0
+    finally:
+        proc.stop()
+
+
+# ------------------------------------------------------------------------------------------- a raw client
+class RawH2:
+    """Just enough HTTP/2 to send what we like and read frames back."""
+
+    def __init__(self, server, initial_window: int | None = None):
+        host, port = server.grpc_address.split(":")
+        self.sock = socket.create_connection((host, int(port)), timeout=10)
+        self.encoder, self.decoder = Encoder(), Decoder()
+        self.buffer = b""
+        settings = struct.pack(">HI", 0x4, initial_window) if initial_window is not None else b""
+        self.sock.sendall(PREFACE + self.frame(SETTINGS, 0, 0, settings))
+
+    @staticmethod
+    def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
+        return (
+            struct.pack(">I", len(payload))[1:] + bytes((kind, flags)) + struct.pack(">I", stream) + payload
+        )
+
+    def call(self, stream: int, body: bytes, path: str = INFER, **extra: str) -> None:
+        headers = {
+            ":method": "POST",
+            ":scheme": "http",
+            ":path": path,
+            ":authority": "x",
+            "content-type": "application/grpc",
+            "te": "trailers",
+        }
+        headers.update({name.replace("_", "-"): value for name, value in extra.items()})
+        block = self.encoder.encode(list(headers.items()))
+        self.sock.sendall(self.frame(HEADERS, 0x4, stream, block) + self.frame(DATA, 0x1, stream, body))
+
+    def read_frame(self) -> tuple[int, int, int, bytes] | None:
+        while len(self.buffer) < 9 or len(self.buffer) < 9 + int.from_bytes(self.buffer[:3], "big"):
+            chunk = self.sock.recv(1 << 16)
+            if not chunk:
+                return None
+            self.buffer += chunk
+        size = int.from_bytes(self.buffer[:3], "big")
+        kind, flags = self.buffer[3], self.buffer[4]
+        stream = int.from_bytes(self.buffer[5:9], "big") & 0x7FFFFFFF
+        payload, self.buffer = self.buffer[9 : 9 + size], self.buffer[9 + size :]
+        return kind, flags, stream, payload
+
+    def answer(self, stream: int, send_window_updates: bool = False) -> tuple[dict, bytes]:
+        """Headers (and trailers) merged, and the DATA bytes, of one stream's response."""
+        headers, data = {}, b""
+        while True:
+            got = self.read_frame()
+            assert got is not None, "connection closed before the answer ended"
+            kind, flags, sid, payload = got
+            if kind == SETTINGS and not flags & 1:
+                self.sock.sendall(self.frame(SETTINGS, 1, 0))
+            if sid != stream:
+                continue
+            if kind == HEADERS:
+                headers.update(dict(self.decoder.decode(payload)))
+            elif kind == DATA:
+                data += payload
+                if send_window_updates and payload:
+                    update = struct.pack(">I", len(payload))
+                    self.sock.sendall(self.frame(WINDOW_UPDATE, 0, 0, update) + self.frame(8, 0, sid, update))
+            elif kind == RST_STREAM:
+                headers["rst"] = int.from_bytes(payload, "big")
+                return headers, data
+            if flags & 0x1 and kind in (HEADERS, DATA):
+                return headers, data
+
+    def until(self, kind: int) -> tuple[int, int, int, bytes] | None:
+        while True:
+            got = self.read_frame()
+            if got is None or got[0] == kind:
+                return got
+
+
+def message(request: pb.ModelInferRequest) -> bytes:
+    raw = request.SerializeToString()
+    return b"\x00" + len(raw).to_bytes(4, "big") + raw
+
+
+def test_a_tiny_client_window_gets_the_answer_in_window_sized_pieces(server, reference):
+    x = np.random.default_rng(3).random((200, 4), dtype=np.float32)
+    client = RawH2(server, initial_window=64)
+    client.call(1, message(infer_request(x)))
+    headers, data = client.answer(1, send_window_updates=True)
+    assert headers[":status"] == "200" and headers["grpc-status"] == "0"
+    response = pb.ModelInferResponse.FromString(data[5:])
+    np.testing.assert_allclose(output(response), reference(x), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("body", "extra", "status", "text"),
+    [
+        (b"\x00\x00", {}, "3", "exactly one request message"),
+        (b"\x00\x00\x00\x00\x09abc", {}, "3", "one message of 9 bytes needs 14"),
+        (b"\x00\x00\x00\x00\x03\xff\xff\xff", {}, "3", "ModelInferRequest message does not parse"),
+        (b"\x01\x00\x00\x00\x01x", {"grpc_encoding": "snappy"}, "12", "grpc-encoding 'snappy'"),
+        (b"\x01\x00\x00\x00\x01x", {"grpc_encoding": "gzip"}, "3", "does not decompress"),
+        (b"\x00\x00\x00\x00\x00", {"grpc_timeout": "soon"}, "3", "malformed grpc-timeout"),
+    ],
+)
+def test_malformed_calls_get_a_grpc_status_naming_the_problem(server, body, extra, status, text):
+    client = RawH2(server)
+    client.call(1, body, **extra)
+    headers, _ = client.answer(1)
+    assert headers["grpc-status"] == status, headers
+    assert text in headers.get("grpc-message", "").replace("%27", "'"), headers
+    client.call(3, message(infer_request(np.ones((1, 4)))))  # the connection is still good
+    assert client.answer(3)[0]["grpc-status"] == "0"
+
+
+def test_unknown_method_wrong_content_type_and_expired_deadline(server):
+    client = RawH2(server)
+    client.call(1, b"\x00\x00\x00\x00\x00", path="/inference.GRPCInferenceService/Nope")
+    headers, _ = client.answer(1)
+    assert headers["grpc-status"] == "12" and "Nope" in headers["grpc-message"]
+
+    client.call(3, b"{}", content_type="application/json")  # replaces the gRPC content type
+    headers, _ = client.answer(3)
+    assert headers[":status"] == "415"
+
+    client.call(5, message(infer_request(np.ones((1, 4)))), grpc_timeout="1n")
+    headers, _ = client.answer(5)
+    assert headers["grpc-status"] == "4", headers  # DEADLINE_EXCEEDED, answered by the server
+
+    client.call(7, message(infer_request(np.ones((1, 4)))), grpc_timeout="10S")
+    assert client.answer(7)[0]["grpc-status"] == "0"
+
+
+def test_ping_is_acknowledged_and_a_protocol_error_ends_only_that_connection(server, reference):
+    client = RawH2(server)
+    client.sock.sendall(client.frame(PING, 0, 0, b"12345678"))
+    _, flags, _, payload = client.until(PING)
+    assert (flags, payload) == (1, b"12345678")
+
+    client.sock.sendall(client.frame(DATA, 0, 0, b"x"))  # DATA on stream 0
+    _, _, _, payload = client.until(GOAWAY)
+    assert struct.unpack(">II", payload[:8])[1] == 1  # PROTOCOL_ERROR
+    assert client.read_frame() is None  # then closed
+
+    fresh = RawH2(server)
+    x = np.ones((1, 4), dtype=np.float32)
+    fresh.call(1, message(infer_request(x)))
+    headers, data = fresh.answer(1)
+    assert headers["grpc-status"] == "0"
+    np.testing.assert_allclose(output(pb.ModelInferResponse.FromString(data[5:])), reference(x), atol=1e-5)
+
+
+def test_http1_on_the_grpc_port_is_told_so(server):
+    host, port = server.grpc_address.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 400") and b"serves gRPC (HTTP/2)" in answer
+
+
+def test_idle_connection_gets_goaway_then_closes(big):
+    client = RawH2(big)
+    client.call(1, message(infer_request(np.ones((1, 4)))))
+    assert client.answer(1)[0]["grpc-status"] == "0"
+    started = time.monotonic()
+    _, _, _, payload = client.until(GOAWAY)
+    assert struct.unpack(">II", payload[:8]) == (1, 0)  # last stream 1, NO_ERROR
+    assert 0.5 < time.monotonic() - started < 5
+    assert client.read_frame() is None
+
+
+def test_reset_stream_is_dropped_and_others_continue(server, reference):
+    client = RawH2(server)
+    x = np.ones((3, 4), dtype=np.float32)
+    client.call(1, message(infer_request(x)))
+    client.sock.sendall(client.frame(RST_STREAM, 0, 1, struct.pack(">I", 8)))  # CANCEL
+    client.call(3, message(infer_request(x)))
+    headers, data = client.answer(3)
+    assert headers["grpc-status"] == "0"
+    np.testing.assert_allclose(output(pb.ModelInferResponse.FromString(data[5:])), reference(x), atol=1e-5)

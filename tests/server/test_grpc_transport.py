@@ -322,3 +322,25 @@ def test_reset_stream_is_dropped_and_others_continue(server, reference):
     headers, data = client.answer(3)
     assert headers["grpc-status"] == "0"
     np.testing.assert_allclose(output(pb.ModelInferResponse.FromString(data[5:])), reference(x), atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------- the response encoder
+@pytest.mark.parametrize("version", ["", "3"])
+@pytest.mark.parametrize("request_id", ["", "req-ü-1"])
+def test_hand_encoded_infer_response_equals_protobufs_own(version, request_id):
+    from ferry.codec import datatype_of, encode_binary
+    from ferry.server.grpc import encode_infer_response
+
+    outputs = {
+        "probabilities": np.random.default_rng(4).random((3, 2), dtype=np.float32),
+        "ids": np.arange(300, dtype=np.int64).reshape(300, 1) * 2**40,
+        "labels": np.array([b"a", b"\x00bc", b"x" * 200], dtype=object),
+        "empty": np.zeros((0, 7), dtype=np.float64),
+        "scalar": np.array(1.5, dtype=np.float16),
+    }
+    expected = pb.ModelInferResponse(model_name="m" * 200, model_version=version, id=request_id)
+    for name, array in outputs.items():
+        expected.outputs.add(name=name, datatype=datatype_of(array), shape=array.shape)
+        expected.raw_output_contents.append(bytes(encode_binary(array)))
+    got = pb.ModelInferResponse.FromString(encode_infer_response("m" * 200, version, request_id, outputs))
+    assert got == expected

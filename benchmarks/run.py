@@ -194,7 +194,11 @@ class Peer:
 ALL = ("v2json", "v2binary", "v1json", "grpc")
 PEERS = {
     "ceiling-asgi": Peer("bare uvicorn ASGI, fixed JSON (ceiling)", ("v2json",), launcher="asgi_bare.py", check=False),
-    "grpc-echo": Peer("trivial grpc.aio server, fixed answer (ceiling)", ("grpc",), launcher="grpc_echo.py", check=False),
+    "grpc-echo": Peer("trivial grpc.aio server, fixed answer (grpc.aio's ceiling)", ("grpc",), launcher="grpc_echo.py", check=False),
+    "grpc-echo-h2": Peer(
+        "trivial server on Ferry's HTTP/2 transport, fixed answer (load generator ceiling)", ("grpc",),
+        launcher="grpc_echo.py", flags=("--transport=h2",), check=False,
+    ),
     "ferry-batch": Peer("Ferry lean server, batching on", ALL, flags=("--batching=true", "--max_batch_size=64")),
     "ferry-nobatch": Peer("Ferry lean server, batching off", ALL, flags=("--batching=false",)),
     "ferry-kserve": Peer("Ferry kserve.Model in kserve.ModelServer", ALL, flags=("--server=kserve",)),
@@ -468,7 +472,8 @@ CASES = [
     Case("small-v2json", "MLP 64-256-256-10 (85k), one row, V2 REST JSON", "mlp85k", "v2json", SMALL_ALL),
     Case(
         "small-grpc", "MLP 85k, one row, V2 gRPC", "mlp85k", "grpc",
-        ("grpc-echo", "ferry-batch", "ferry-nobatch", "ferry-kserve", "kserve-stock", "mlserver", "triton"),
+        ("grpc-echo-h2", "grpc-echo", "ferry-batch", "ferry-nobatch", "ferry-kserve", "kserve-stock", "mlserver",
+         "triton"),
     ),
     Case(
         "small-v2binary", "MLP 85k, one row, V2 REST binary extension", "mlp85k", "v2binary",
@@ -826,8 +831,8 @@ def targets(records: dict) -> list[tuple]:
     )
     rows.append(
         ratio_row(
-            "load generator headroom, gRPC: echo server / Ferry (c=64)",
-            rps("small-grpc", "grpc-echo"), rps("small-grpc", "ferry-batch"), 1.0,
+            "load generator headroom, gRPC: echo server on Ferry's HTTP/2 transport / Ferry (c=64)",
+            rps("small-grpc", "grpc-echo-h2"), rps("small-grpc", "ferry-batch"), 1.0,
         )
     )  # fmt: skip
     return rows

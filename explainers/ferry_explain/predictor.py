@@ -18,35 +18,16 @@ import uuid
 import httpx
 import numpy as np
 import orjson
-from ferry.errors import DeadlineExceeded, InvalidInput, NotReady, ServingError, UpstreamError
+from ferry.errors import (
+    DeadlineExceeded,
+    ServingError,
+    UpstreamError,
+    upstream_status_error,
+)
 
 log = logging.getLogger(__name__)
 
 _V2_DATATYPE = {"FP32": np.float32, "FP64": np.float64}
-
-
-def _message(body: bytes) -> str:
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return body.decode(errors="replace")[:500]
-    if isinstance(payload, dict):
-        for key in ("error", "detail", "message"):
-            if key in payload:
-                return str(payload[key])
-    return str(payload)[:500]
-
-
-def _status_error(status: int, body: bytes, where: str) -> ServingError:
-    """The one table for predictor responses that are not 200."""
-    message = f"predictor ({where}) answered {status}: {_message(body)}"
-    if status in (503, 429):
-        return NotReady(message)
-    if status == 504:
-        return DeadlineExceeded(message)
-    if 400 <= status < 500:
-        return InvalidInput(message)
-    return UpstreamError(message)
 
 
 class PredictorClient:
@@ -90,7 +71,7 @@ class PredictorClient:
                 f"predictor at {self.base_url} is unreachable: {type(exc).__name__}: {exc}"
             ) from None
         if response.status_code != 200:
-            raise _status_error(response.status_code, response.content, f"{method} {path}")
+            raise upstream_status_error(response.status_code, response.content, f"{method} {path}")
         try:
             return orjson.loads(response.content)
         except orjson.JSONDecodeError:
@@ -209,7 +190,9 @@ class Calls:
             self.rows += len(chunk)
             bounded_by_deadline = remaining < self.client.timeout_s
             try:
-                outputs.append(self.client.predict(chunk, min(self.client.timeout_s, remaining), self.headers))
+                outputs.append(
+                    self.client.predict(chunk, min(self.client.timeout_s, remaining), self.headers)
+                )
             except DeadlineExceeded as exc:
                 if bounded_by_deadline:  # the call ran out of the explanation's time, not its own
                     raise ExplanationDeadline(str(exc)) from None

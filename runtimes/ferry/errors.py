@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import enum
 
+import orjson
+
 
 class ErrorCode(enum.Enum):
     INVALID_ARGUMENT = "INVALID_ARGUMENT"
@@ -62,3 +64,30 @@ class BackendError(ServingError):
     """The model itself failed, or broke its contract (e.g. returned the wrong number of rows)."""
 
     code = ErrorCode.INTERNAL
+
+
+# ------------------------------------------------------------------------------ upstream HTTP answers
+def _upstream_message(body: bytes) -> str:
+    """The error text of an upstream error response (Ferry and KServe: ``{"error": ...}``)."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body.decode(errors="replace")[:500]
+    if isinstance(payload, dict):
+        for key in ("error", "detail", "message"):
+            if key in payload:
+                return str(payload[key])
+    return str(payload)[:500]
+
+
+def upstream_status_error(status: int, body: bytes, where: str) -> ServingError:
+    """The one table for a predictor's HTTP answer that is not 200, as the transformer and the explainer see
+    it: its 503/429 -> not ready here either, 504 -> deadline, other 4xx -> the caller's input, else 502."""
+    message = f"predictor ({where}) answered {status}: {_upstream_message(body)}"
+    if status in (503, 429):
+        return NotReady(message)
+    if status == 504:
+        return DeadlineExceeded(message)
+    if 400 <= status < 500:
+        return InvalidInput(message)
+    return UpstreamError(message)

@@ -16,7 +16,14 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import orjson
 from ferry.context import propagated
-from ferry.errors import DeadlineExceeded, InvalidInput, NotReady, ServingError, UpstreamError
+from ferry.errors import (
+    DeadlineExceeded,
+    InvalidInput,
+    NotReady,
+    ServingError,
+    UpstreamError,
+    upstream_status_error,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,31 +44,6 @@ class PredictorClient(Protocol):
     async def infer(self, name: str, features: np.ndarray) -> dict[str, np.ndarray]: ...
 
     async def close(self) -> None: ...
-
-
-def _message(body: bytes) -> str:
-    """The error text of a predictor's error response (Ferry and KServe: ``{"error": ...}``)."""
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return body.decode(errors="replace")[:500]
-    if isinstance(payload, dict):
-        for key in ("error", "detail", "message"):
-            if key in payload:
-                return str(payload[key])
-    return str(payload)[:500]
-
-
-def _status_error(status: int, body: bytes, where: str) -> ServingError:
-    """The one table for HTTP predictor responses that are not 200."""
-    message = f"predictor ({where}) answered {status}: {_message(body)}"
-    if status in (503, 429):
-        return NotReady(message)
-    if status == 504:
-        return DeadlineExceeded(message)
-    if 400 <= status < 500:
-        return InvalidInput(message)
-    return UpstreamError(message)
 
 
 class _HttpClient:
@@ -105,7 +87,7 @@ class _HttpClient:
                 f"predictor at {self.base_url} is unreachable: {type(exc).__name__}: {exc}"
             ) from None
         if status != 200:
-            raise _status_error(status, content, f"{method} {path}")
+            raise upstream_status_error(status, content, f"{method} {path}")
         try:
             return orjson.loads(content)
         except orjson.JSONDecodeError:

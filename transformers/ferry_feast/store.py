@@ -158,9 +158,6 @@ class SdkFeatures:
         self._executor: ThreadPoolExecutor | None = None
         self._keys: list[str] = []
         self._online_reader: OnlineReader | None = None
-        self._pending: list[tuple[list[str], asyncio.Future]] = []
-        self._reading = False
-        self._drainer: asyncio.Task | None = None
 
     async def start(self) -> None:
         import_feast()
@@ -215,45 +212,22 @@ class SdkFeatures:
         return [response[key] for key in self._keys]
 
     async def fetch(self, ids: list[str]) -> list[list[Any]]:
-        """Features for ``ids``. Lookups that arrive while one is running are coalesced into the next single
-        Feast call (the batcher's policy, applied to the feature store): one SQL query or Redis round trip for
-        sixteen customers costs little more than for one, and the SDK's per-call overhead is paid once."""
+        """Features for ``ids``, one column per feature. The handler's waves already gather concurrent
+        requests into one lookup, so this is one SDK read in a worker thread, with the errors mapped."""
         loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._pending.append((ids, future))
-        if not self._reading:
-            self._reading = True
-            self._drainer = loop.create_task(self._drain())  # held: the loop keeps only weak references
         try:
-            return await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
+            return await asyncio.wait_for(
+                loop.run_in_executor(self._executor, self._read, ids), self.timeout_s
+            )
         except asyncio.TimeoutError:
             # A store that does not answer is as unavailable as one that refuses: 503, and retry later.
             raise NotReady(f"feature store unavailable: no answer within {self.timeout_s} s") from None
-
-    async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while self._pending:
-                waiting, self._pending = self._pending, []
-                unique = list(dict.fromkeys(entity for ids, _ in waiting for entity in ids))
-                try:
-                    columns = await loop.run_in_executor(self._executor, self._read, unique)
-                except Exception as exc:
-                    if not isinstance(exc, (InvalidInput, NotReady)):
-                        # Connection refused, socket timeouts, a locked or missing SQLite file: "not now".
-                        log.warning("feature lookup failed: %s", exc)
-                        exc = _unavailable(exc)
-                    for _, future in waiting:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                position = {entity: row for row, entity in enumerate(unique)}
-                for ids, future in waiting:
-                    if not future.done():
-                        rows = [position[entity] for entity in ids]
-                        future.set_result([[column[row] for row in rows] for column in columns])
-        finally:
-            self._reading = False
+        except (InvalidInput, NotReady):
+            raise
+        except Exception as exc:
+            # Connection refused, socket timeouts, a locked or missing SQLite file: "not now".
+            log.warning("feature lookup failed: %s", exc)
+            raise _unavailable(exc) from None
 
     async def close(self) -> None:
         if self._executor is not None:

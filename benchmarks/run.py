@@ -288,6 +288,8 @@ def start_server(name: str, model: str, directory: Path, log_dir: Path) -> Serve
     if peer.python == TRITON_PY:
         import sysconfig
 
+        command.append(f"--metrics_port={free_port()}")  # not http_port + 1, which may be taken
+
         # Triton's Python-backend stub links against libpython, which is not on the default search path.
         env["LD_LIBRARY_PATH"] = f"{sysconfig.get_config_var('LIBDIR')}:{env.get('LD_LIBRARY_PATH', '')}"
     log_path = log_dir / f"{name}-{model}.log"

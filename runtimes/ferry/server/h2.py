@@ -264,7 +264,7 @@ class _Connection(asyncio.Protocol):
                 self._not_http2()
                 return len(data)
         end = len(data)
-        while end - offset >= 9:
+        while end - offset >= 9 and not self.transport.is_closing():
             high, low, kind, flags, stream_id = _FRAME_HEAD.unpack_from(data, offset)
             size = (high << 8) | low
             if size > FRAME_LIMIT:

@@ -187,7 +187,7 @@ class DynamicBatcher:
     async def _submit(self, inputs: Tensors, rows: int, timeout_s: float) -> Tensors:
         self._check_capacity(rows)
         loop = self._loop
-        key = tuple([(name, array.shape[1:], array.dtype.str) for name, array in inputs.items()])
+        key = tuple([(name, array.shape[1:], array.dtype) for name, array in inputs.items()])
         job = _Job(inputs, rows, key, loop.create_future(), loop.time(), timeout_s)
         queue = self._queues.get(key)
         if queue is None:

@@ -69,12 +69,14 @@ def check_shape(shape: Any, field: str) -> tuple[int, ...]:
     """A request's tensor shape: a list of non-negative integers."""
     if type(shape) is not list and type(shape) is not tuple:
         raise InvalidInput(f"{field}: shape must be a list of non-negative integers, got {shape!r}")
+    # numpy refuses shapes whose dimensions multiply past its index range even when one of them is 0 (an empty
+    # tensor of shape [0, 3e9, 3e9]); no real tensor comes near 2**48 elements.
+    elements = 1
     for dim in shape:
         if type(dim) is not int or dim < 0:
             raise InvalidInput(f"{field}: shape must be a list of non-negative integers, got {shape!r}")
-    # numpy refuses shapes whose dimensions multiply past its index range even when one of them is 0 (an empty
-    # tensor of shape [0, 3e9, 3e9]); no real tensor comes near 2**48 elements.
-    if math.prod(dim or 1 for dim in shape) > MAX_ELEMENTS:
+        elements *= dim or 1
+    if elements > MAX_ELEMENTS:
         raise InvalidInput(
             f"{field}: shape {list(shape)} has more than 2**48 elements (dimensions taken as >= 1)"
         )
@@ -164,7 +166,9 @@ def _numeric_array(data: list, dtype: np.dtype, field: str) -> np.ndarray:
         except (ValueError, TypeError):
             pass
         else:
-            if not np.isnan(array).any():
+            # One reduction, no temporary: a NaN anywhere makes the sum NaN (so can +inf and -inf together,
+            # which then only takes the slow path).
+            if not math.isnan(np.add.reduce(array, axis=None)):
                 return array
     try:
         array = np.array(data)

@@ -96,7 +96,9 @@ class PredictorSettings(ModelSettings):
     otel_endpoint: str = Field("", description="OTLP/HTTP endpoint for traces (empty: tracing off).")
     drain_timeout_s: float = Field(30.0, ge=0, description="On SIGTERM, how long queued work may finish.")
     idle_timeout_s: float = Field(
-        75.0, ge=0, description="Close an HTTP keep-alive connection (GOAWAY on gRPC) idle this long (0: never)."
+        75.0,
+        ge=0,
+        description="Close an HTTP keep-alive connection (GOAWAY on gRPC) idle this long (0: never).",
     )
 
     model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())

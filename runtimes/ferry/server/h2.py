@@ -155,9 +155,12 @@ class H2GrpcServer:
         deadline = loop.time() + timeout_s
         while self.connections and loop.time() < deadline:
             await asyncio.sleep(0.01)
-        for connection in list(self.connections):
-            log.warning("gRPC connection still busy after %.0f s; closing it", timeout_s)
-            connection.transport.close()
+        if self.connections:
+            log.warning(
+                "%d gRPC connections still busy after %.0f s; closing them", len(self.connections), timeout_s
+            )
+            for connection in list(self.connections):
+                connection.transport.close()
 
 
 class _Stream:

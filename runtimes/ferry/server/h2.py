@@ -27,6 +27,7 @@ from hpack import Decoder
 from hpack.exceptions import HPACKError
 
 from ferry.server.grpc import GrpcFailure, InferenceService, Status
+from ferry.server.listener import Listener
 
 log = logging.getLogger(__name__)
 
@@ -125,44 +126,6 @@ class ProtocolViolation(Exception):
         self.code = code
 
 
-class H2GrpcServer:
-    def __init__(self, service: InferenceService, *, max_message_bytes: int, idle_timeout_s: float = 75.0):
-        self.service = service
-        self.max_message_bytes = max_message_bytes
-        self.idle_timeout_s = idle_timeout_s
-        self.connections: set[_Connection] = set()
-        self.closing = False
-        self._server: asyncio.Server | None = None
-
-    async def start(self, host: str, port: int, backlog: int = 2048) -> None:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _Connection(self), host, port, backlog=backlog, reuse_address=True
-        )
-
-    @property
-    def port(self) -> int:
-        return self._server.sockets[0].getsockname()[1]
-
-    async def shutdown(self, timeout_s: float) -> None:
-        """GOAWAY to every connection; answer the calls already received; close connections as they empty."""
-        self.closing = True
-        if self._server is not None:
-            self._server.close()
-        for connection in list(self.connections):
-            connection.go_away(NO_ERROR, close_now=False)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while self.connections and loop.time() < deadline:
-            await asyncio.sleep(0.01)
-        if self.connections:
-            log.warning(
-                "%d gRPC connections still busy after %.0f s; closing them", len(self.connections), timeout_s
-            )
-            for connection in list(self.connections):
-                connection.transport.close()
-
-
 class _Stream:
     __slots__ = (
         "chunks",
@@ -188,6 +151,13 @@ class _Stream:
         self.task: asyncio.Task | None = None
         self.done = False  # the response has ended (or the stream was reset); later frames are dropped
         self.timer: asyncio.TimerHandle | None = None
+
+    def end(self) -> None:
+        """No more frames for this stream; its grpc-timeout no longer applies."""
+        self.done = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
 
 class _Connection(asyncio.Protocol):
@@ -616,18 +586,12 @@ class _Connection(asyncio.Protocol):
             stream.task.cancel()
 
     def _cancel(self, stream: _Stream) -> None:
-        stream.done = True
-        if stream.timer is not None:
-            stream.timer.cancel()
-            stream.timer = None
+        stream.end()
         if stream.task is not None and not stream.task.done():
             stream.task.cancel()
 
     def _finish(self, stream: _Stream) -> None:
-        stream.done = True
-        if stream.timer is not None:
-            stream.timer.cancel()
-            stream.timer = None
+        stream.end()
         if self.streams.get(stream.id) is stream:
             del self.streams[stream.id]
         self._maybe_idle()
@@ -639,6 +603,10 @@ class _Connection(asyncio.Protocol):
                 waiter.set_result(None)
 
     # -- connection lifetime --
+    def close_when_idle(self) -> None:
+        """Shutdown: GOAWAY (no new streams), answer the streams already open, then close."""
+        self.go_away(NO_ERROR, close_now=False)
+
     def go_away(self, code: int, *, close_now: bool = True, debug: bytes = b"") -> None:
         if self.transport is None or self.transport.is_closing():
             return
@@ -669,3 +637,13 @@ class _Connection(asyncio.Protocol):
         self.idle_timer = None
         if not self.streams:
             self.go_away(NO_ERROR)
+
+
+class H2GrpcServer(Listener):
+    protocol = _Connection
+    name = "gRPC connections"
+
+    def __init__(self, service: InferenceService, *, max_message_bytes: int, idle_timeout_s: float = 75.0):
+        super().__init__(idle_timeout_s=idle_timeout_s)
+        self.service = service
+        self.max_message_bytes = max_message_bytes

@@ -18,6 +18,8 @@ from urllib.parse import unquote
 
 import httptools
 
+from ferry.server.listener import Listener
+
 log = logging.getLogger(__name__)
 
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
@@ -41,47 +43,6 @@ def render(status: int, content_type: bytes, body: bytes, headers: list, *, clos
     if not head:
         parts.append(body)
     return b"".join(parts)
-
-
-class HttpServer:
-    """Serves ``app``: anything with ``max_body_bytes``, ``async handle(method, path, headers, body) -> Response``
-    (which never raises) and ``payload_too_large(size) -> Response``."""
-
-    def __init__(self, app, *, idle_timeout_s: float = 75.0):
-        self.app = app
-        self.max_body_bytes = app.max_body_bytes  # the app's limit, enforced here while the body is read
-        self.idle_timeout_s = idle_timeout_s
-        self.connections: set[_Connection] = set()
-        self.closing = False
-        self._server: asyncio.Server | None = None
-
-    async def start(self, host: str, port: int, backlog: int = 2048) -> None:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _Connection(self), host, port, backlog=backlog, reuse_address=True
-        )
-
-    @property
-    def port(self) -> int:
-        return self._server.sockets[0].getsockname()[1]
-
-    async def shutdown(self, timeout_s: float) -> None:
-        """Stop accepting; answer every request already read; close connections as they fall idle."""
-        self.closing = True
-        if self._server is not None:
-            self._server.close()
-        for connection in list(self.connections):
-            connection.close_when_idle()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while self.connections and loop.time() < deadline:
-            await asyncio.sleep(0.01)
-        if self.connections:
-            log.warning(
-                "%d connections still busy after %.0f s; closing them", len(self.connections), timeout_s
-            )
-            for connection in list(self.connections):
-                connection.transport.close()
 
 
 class _Connection(asyncio.Protocol):
@@ -299,3 +260,16 @@ class _Connection(asyncio.Protocol):
         self.idle_timer = None
         if self.idle:
             self.transport.close()
+
+
+class HttpServer(Listener):
+    """Serves ``app``: anything with ``max_body_bytes``, ``async handle(method, path, headers, body) -> Response``
+    (which never raises) and ``payload_too_large(size) -> Response``."""
+
+    protocol = _Connection
+    name = "HTTP connections"
+
+    def __init__(self, app, *, idle_timeout_s: float = 75.0):
+        super().__init__(idle_timeout_s=idle_timeout_s)
+        self.app = app
+        self.max_body_bytes = app.max_body_bytes  # the app's limit, enforced here while the body is read

@@ -19,7 +19,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -150,11 +150,20 @@ class DynamicBatcher:
             executor.shutdown(wait=False)
         self._executors.clear()
 
-    async def infer(self, inputs: Tensors, rows: int, timeout_s: float) -> Tensors:
-        """Run ``rows`` rows through the model; returns outputs with exactly those rows."""
+    def infer(
+        self, inputs: Tensors, rows: int, timeout_s: float, key: tuple | None = None
+    ) -> Awaitable[Tensors]:
+        """Run ``rows`` rows through the model; the awaitable gives outputs with exactly those rows.
+
+        ``key`` is the batch key (name, row shape, dtype per input) when the caller already knows it (a model
+        with a fixed signature), so it is not rebuilt per request. A plain function returning the coroutine:
+        one coroutine frame fewer to create and resume on every request."""
+        if rows <= self.policy.max_batch_size:
+            return self._submit(inputs, rows, timeout_s, key)
+        return self._infer_chunked(inputs, rows, timeout_s)
+
+    async def _infer_chunked(self, inputs: Tensors, rows: int, timeout_s: float) -> Tensors:
         limit = self.policy.batch_rows
-        if rows <= limit:
-            return await self._submit(inputs, rows, timeout_s)
         self._check_capacity(rows)  # all chunks or none: a half-admitted request would only waste work
         chunks = [
             asyncio.ensure_future(
@@ -184,10 +193,14 @@ class DynamicBatcher:
                 f"limit {self.policy.max_queue_rows}"
             )
 
-    async def _submit(self, inputs: Tensors, rows: int, timeout_s: float) -> Tensors:
-        self._check_capacity(rows)
+    async def _submit(
+        self, inputs: Tensors, rows: int, timeout_s: float, key: tuple | None = None
+    ) -> Tensors:
+        if not self._accepting or self._queued_rows + rows > self.policy.max_queue_rows:
+            self._check_capacity(rows)  # raises, with the reason
         loop = self._loop
-        key = tuple([(name, array.shape[1:], array.dtype) for name, array in inputs.items()])
+        if key is None:
+            key = tuple([(name, array.shape[1:], array.dtype) for name, array in inputs.items()])
         job = _Job(inputs, rows, key, loop.create_future(), loop.time(), timeout_s)
         queue = self._queues.get(key)
         if queue is None:
@@ -334,10 +347,14 @@ class DynamicBatcher:
         self._compute_estimate[bucket] = cpu if previous is None else 0.8 * previous + 0.2 * cpu
         self.metrics.batch(rows, padded, elapsed)
         offset, answered = 0, 0
+        single = next(iter(outputs.items())) if len(outputs) == 1 else None
         for job in batch:
             if not job.future.done():
                 end = offset + job.rows
-                job.future.set_result({name: array[offset:end] for name, array in outputs.items()})
+                if single is not None:  # the common case, without a comprehension per caller
+                    job.future.set_result({single[0]: single[1][offset:end]})
+                else:
+                    job.future.set_result({name: array[offset:end] for name, array in outputs.items()})
                 answered += 1
             offset += job.rows
         self.metrics.outcome("ok", answered)

@@ -109,6 +109,7 @@ class Predictor:
         self._backend: Backend | None = None
         self._batcher: DynamicBatcher | None = None
         self._timeout_s = settings.request_timeout_s
+        self._batch_key: tuple | None = None
 
     async def load(self) -> None:
         started = time.perf_counter()
@@ -126,6 +127,7 @@ class Predictor:
         self.class_names = metadata.get("class_names")
         self._backend = await asyncio.to_thread(create_backend, local, settings, signature)
         self.signature = self._backend.signature
+        self._batch_key = self.signature.fixed_batch_key
         self.platform = self._backend.platform
         self.policy = BatchingPolicy(
             enabled=settings.batching,
@@ -177,7 +179,7 @@ class Predictor:
                 f"{self.settings.max_request_rows} rows per request"
             )
         requested = self.signature.check_outputs(outputs)
-        result = await self._batcher.infer(inputs, rows, self._timeout_s)
+        result = await self._batcher.infer(inputs, rows, self._timeout_s, self._batch_key)
         if requested:
             return {name: result[name] for name in requested}
         return result

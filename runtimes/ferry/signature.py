@@ -54,6 +54,14 @@ class Signature:
     def output_names(self) -> list[str]:
         return [spec.name for spec in self.outputs]
 
+    @property
+    def fixed_batch_key(self) -> tuple | None:
+        """The batcher's key (name, row shape, dtype per input) shared by every request that passes
+        ``check_inputs``, when all inputs have fixed, numeric rows; None otherwise."""
+        if not self._fixed_rows:
+            return None
+        return tuple((name, row_shape, dtype) for name, dtype, _, row_shape in self._fixed_rows)
+
     def input(self, name: str) -> TensorSpec:
         return self._input_index[name]
 

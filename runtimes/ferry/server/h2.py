@@ -180,7 +180,7 @@ class _Connection(asyncio.Protocol):
         self.peer_frame_size = 16384
         self.unacknowledged = 0  # bytes received on the connection not yet returned with WINDOW_UPDATE
         self.window_waiters: list[asyncio.Future] = []
-        self.idle_timer: asyncio.TimerHandle | None = None
+        self.idle_since: float | None = None  # when it last had no open stream (the listener's idle sweep)
 
     # -- asyncio.Protocol --
     def connection_made(self, transport) -> None:
@@ -189,12 +189,11 @@ class _Connection(asyncio.Protocol):
         if self.server.closing:
             transport.close()
             return
-        self._arm_idle_timer()
+        self.idle_since = self.loop.time()
 
     def connection_lost(self, exc) -> None:
         self.server.connections.discard(self)
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
+        self.idle_since = None
         for stream in self.streams.values():
             self._cancel(stream)
         self.streams.clear()
@@ -411,9 +410,7 @@ class _Connection(asyncio.Protocol):
         if self.going_away or len(self.streams) >= MAX_STREAMS:
             self.transport.write(frame(RST_STREAM, 0, stream_id, struct.pack(">I", REFUSED_STREAM)))
             return
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
+        self.idle_since = None
         stream = self.streams[stream_id] = _Stream(stream_id, self.peer_stream_window)
         stream.headers = headers
         stream.metadata = metadata
@@ -626,15 +623,11 @@ class _Connection(asyncio.Protocol):
             return
         if self.going_away:
             self.transport.close()
-        else:
-            self._arm_idle_timer()
+        elif self.idle_since is None:
+            self.idle_since = self.loop.time()
 
-    def _arm_idle_timer(self) -> None:
-        if self.server.idle_timeout_s and self.idle_timer is None:
-            self.idle_timer = self.loop.call_later(self.server.idle_timeout_s, self._idle_timeout)
-
-    def _idle_timeout(self) -> None:
-        self.idle_timer = None
+    def idle_timeout(self) -> None:
+        self.idle_since = None
         if not self.streams:
             self.go_away(NO_ERROR)
 

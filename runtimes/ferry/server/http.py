@@ -60,7 +60,7 @@ class _Connection(asyncio.Protocol):
         self.message_ended = False
         self.reading_paused = False
         self.writable: asyncio.Future | None = None  # set while the transport's write buffer is full
-        self.idle_timer: asyncio.TimerHandle | None = None
+        self.idle_since: float | None = None  # when it last fell idle (the listener's idle sweep reads it)
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
@@ -77,14 +77,13 @@ class _Connection(asyncio.Protocol):
         if self.server.closing:
             transport.close()
         else:
-            self._arm_idle_timer()
+            self.idle_since = self.loop.time()
 
     def connection_lost(self, exc) -> None:
         self.server.connections.discard(self)
         self.closing = True
         self.pending.clear()
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
+        self.idle_since = None
         if self.writable is not None and not self.writable.done():
             self.writable.set_result(None)
 
@@ -97,9 +96,7 @@ class _Connection(asyncio.Protocol):
         self.writable = None
 
     def data_received(self, data: bytes) -> None:
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
+        self.idle_since = None
         if self.closing and not self.refused:
             return
         try:
@@ -223,7 +220,7 @@ class _Connection(asyncio.Protocol):
         elif self.closing:
             self.transport.close()
         else:
-            self._arm_idle_timer()
+            self.idle_since = self.loop.time()
 
     def _end_with(self, status: int, message: str) -> None:
         """A request that cannot be parsed: answer it after the requests before it, then close."""
@@ -252,12 +249,8 @@ class _Connection(asyncio.Protocol):
         else:
             self.transport.close()
 
-    def _arm_idle_timer(self) -> None:
-        if self.server.idle_timeout_s:
-            self.idle_timer = self.loop.call_later(self.server.idle_timeout_s, self._idle_timeout)
-
-    def _idle_timeout(self) -> None:
-        self.idle_timer = None
+    def idle_timeout(self) -> None:
+        self.idle_since = None
         if self.idle:
             self.transport.close()
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from ferry.batching import BatchingPolicy, BatchMetrics, DynamicBatcher
 from ferry.errors import BackendError, DeadlineExceeded, NotReady, Overloaded
+from ferry.signature import Signature, TensorSpec
 
 WEIGHTS = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
 
@@ -76,6 +77,30 @@ async def test_only_matching_shapes_share_a_batch():
     results = await asyncio.gather(*a, *b)
     assert all(r["y"][0] == 3 for r in results[:20]) and all(r["y"][0] == 5 for r in results[20:])
     assert {shape[1] for shape in seen} == {3, 5}
+    await batcher.stop()
+
+
+async def test_a_fixed_signatures_key_is_the_batchers_own():
+    """The predictor hands the batcher its signature's key instead of one built per request: requests keyed
+    either way must share batches (and a signature with dynamic or BYTES rows has no fixed key)."""
+    fixed = Signature((TensorSpec("x", "FP32", (-1, 4)),), (TensorSpec("y", "FP32", (-1, 3)),))
+    assert Signature((TensorSpec("x", "FP32", (-1, -1)),), ()).fixed_batch_key is None
+    assert Signature((TensorSpec("x", "BYTES", (-1, 1)),), ()).fixed_batch_key is None
+
+    def slow(inputs):
+        time.sleep(0.005)
+        return matmul(inputs)
+
+    batcher, metrics = await started(slow, max_batch_size=64)
+    xs = np.random.default_rng(2).normal(size=(40, 1, 4)).astype(np.float32)
+    calls = [
+        batcher.infer({"x": x}, 1, 10, fixed.fixed_batch_key if i % 2 else None) for i, x in enumerate(xs)
+    ]
+    results = await asyncio.gather(*calls)
+    for x, result in zip(xs, results, strict=True):
+        np.testing.assert_allclose(result["y"], x @ WEIGHTS, atol=1e-5)
+    # Under two different keys the callers would split into two queues of 20: at most 20 rows a batch.
+    assert max(rows for rows, _ in metrics.batches) >= 39
     await batcher.stop()
 
 

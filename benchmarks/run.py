@@ -762,10 +762,11 @@ MISS_NOTES = [
     "  answering fixed JSON (servers that parse nothing): the second is above 0.6, so the target needs all the",
     "  rest of a request (tensor decode, batcher hand-off, the answer) in a few microseconds, about a third of",
     "  what it costs now. Binary payloads (no JSON float parsing) close part of the gap (large-v2binary).",
-    "- *Ferry / MLServer (small V2 JSON)*: the issue's own figures put 0.5x the bare-ASGI ceiling at ~5x MLServer;",
-    "  a 10x ratio needs Ferry's whole per-request cost within ~1.6x of the bare app's. What remains is the",
-    "  socket write and read (about a third of the budget, paid by the bare app too), JSON parse and tensor",
-    "  build, the batcher hand-off and the response.",
+    "- *Ferry / MLServer (small V2 JSON)*: within run-to-run noise of 10x. Three runs of the same code on",
+    "  2026-12-01 gave 10.70, 9.86 and the figure above: Ferry 22.2-22.5k req/s, MLServer 2,076-2,283 req/s (its",
+    "  own rate moves about 10% between runs here). What remains of Ferry's cost is the socket write and read",
+    "  (about a third of the budget, paid by the bare app too), JSON parse and tensor build, the batcher",
+    "  hand-off and the response.",
 ]
 
 

@@ -5,6 +5,7 @@ tiny flow-control windows, malformed framing and timeouts, protocol errors, ping
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import socket
 import struct
@@ -311,6 +312,27 @@ def test_idle_connection_gets_goaway_then_closes(big):
     assert struct.unpack(">II", payload[:8]) == (1, 0)  # last stream 1, NO_ERROR
     assert 0.5 < time.monotonic() - started < 5
     assert client.read_frame() is None
+
+
+def test_a_call_whose_request_stops_arriving_is_closed(big):
+    client = RawH2(big)
+    body = message(infer_request(np.ones((1, 4))))
+    headers = {":method": "POST", ":scheme": "http", ":path": INFER, ":authority": "x"}
+    block = client.encoder.encode([*headers.items(), ("content-type", "application/grpc")])
+    client.sock.sendall(client.frame(HEADERS, 0x4, 1, block) + client.frame(DATA, 0, 1, body[:7]))
+    started, goaway = time.monotonic(), None
+    client.sock.settimeout(0.2)
+    while goaway is None and time.monotonic() - started < 4:
+        # A PING every 0.2 s: were PINGs progress, they would keep the stalled call open all 4 s.
+        client.sock.sendall(client.frame(PING, 0, 0, b"12345678"))
+        with contextlib.suppress(TimeoutError):
+            while (got := client.read_frame()) is not None and goaway is None:
+                if got[0] == GOAWAY:
+                    goaway = time.monotonic() - started, got[3]
+    assert goaway is not None, "a call whose request stopped halfway held its connection open"
+    elapsed, payload = goaway
+    assert struct.unpack(">II", payload[:8]) == (1, 0)  # last stream 1, NO_ERROR
+    assert 0.5 < elapsed < 3
 
 
 def test_reset_stream_is_dropped_and_others_continue(server, reference):

@@ -155,6 +155,23 @@ def test_http_1_0_and_connection_close_are_honoured(server):
             assert status == 200 and headers["connection"] == "close" and is_closed(sock)
 
 
+def test_a_request_that_stops_arriving_is_closed_one_that_keeps_arriving_is_answered(tmp_path, repo_dir):
+    proc = start_predictor(repo_dir / "churn", tmp_path / "log", "--model_name=churn", "--idle_timeout_s=1")
+    try:
+        request = post("/v1/models/churn:predict")
+        stalled, dribbling = connect(proc), connect(proc)
+        stalled.sendall(request[:-5])  # headers and most of the body, then nothing
+        pieces = [request[i : i + 10] for i in range(0, len(request), 10)]
+        assert len(pieces) >= 12
+        for piece in pieces:  # 10 bytes every 0.3 s: over 3 s in all, each gap well inside the 1 s timeout
+            dribbling.sendall(piece)
+            time.sleep(0.3)
+        assert read_responses(dribbling, 1)[0][0] == 200, "a request still arriving was cut off"
+        assert is_closed(stalled, wait_s=1), "a request that stopped halfway held its connection open"
+    finally:
+        proc.stop()
+
+
 def test_idle_connections_time_out_and_shutdown_drains(tmp_path, repo_dir):
     proc = start_predictor(repo_dir / "churn", tmp_path / "log", "--model_name=churn", "--idle_timeout_s=1")
     try:

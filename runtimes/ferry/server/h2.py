@@ -180,7 +180,10 @@ class _Connection(asyncio.Protocol):
         self.peer_frame_size = 16384
         self.unacknowledged = 0  # bytes received on the connection not yet returned with WINDOW_UPDATE
         self.window_waiters: list[asyncio.Future] = []
-        self.idle_since: float | None = None  # when it last had no open stream (the listener's idle sweep)
+        # The last request progress (HEADERS, DATA) or answer while nothing was being answered; the listener's
+        # sweep closes the connection once that is idle_timeout_s old and no call is running, so a call whose
+        # request stops arriving halfway is closed too, not only an idle connection. PINGs do not count.
+        self.idle_since: float | None = None
 
     # -- asyncio.Protocol --
     def connection_made(self, transport) -> None:
@@ -410,7 +413,7 @@ class _Connection(asyncio.Protocol):
         if self.going_away or len(self.streams) >= MAX_STREAMS:
             self.transport.write(frame(RST_STREAM, 0, stream_id, struct.pack(">I", REFUSED_STREAM)))
             return
-        self.idle_since = None
+        self.idle_since = self.loop.time()
         stream = self.streams[stream_id] = _Stream(stream_id, self.peer_stream_window)
         stream.headers = headers
         stream.metadata = metadata
@@ -427,6 +430,7 @@ class _Connection(asyncio.Protocol):
     def _on_data(self, stream_id: int, flags: int, payload: bytes) -> None:
         if stream_id == 0:
             raise ProtocolViolation(PROTOCOL_ERROR, "DATA on stream 0")
+        self.idle_since = self.loop.time()
         # Flow control counts the whole frame, padding included, whatever happens to the stream.
         self.unacknowledged += len(payload)
         if self.unacknowledged >= CONNECTION_WINDOW // 2:
@@ -619,17 +623,17 @@ class _Connection(asyncio.Protocol):
             self._maybe_idle()
 
     def _maybe_idle(self) -> None:
-        if self.streams or self.transport is None or self.transport.is_closing():
+        if self.transport is None or self.transport.is_closing():
             return
-        if self.going_away:
+        if self.idle_since is None:
+            self.idle_since = self.loop.time()  # the sweep checks again that no call is running
+        if self.going_away and not self.streams:
             self.transport.close()
-        elif self.idle_since is None:
-            self.idle_since = self.loop.time()
 
     def idle_timeout(self) -> None:
         self.idle_since = None
-        if not self.streams:
-            self.go_away(NO_ERROR)
+        if not any(stream.task is not None for stream in self.streams.values()):
+            self.go_away(NO_ERROR)  # idle, or only requests that stopped arriving
 
 
 class H2GrpcServer(Listener):

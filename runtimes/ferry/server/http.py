@@ -60,7 +60,10 @@ class _Connection(asyncio.Protocol):
         self.message_ended = False
         self.reading_paused = False
         self.writable: asyncio.Future | None = None  # set while the transport's write buffer is full
-        self.idle_since: float | None = None  # when it last fell idle (the listener's idle sweep reads it)
+        # The last progress while nothing was being answered: a request's bytes arriving, or an answer going out.
+        # The listener's sweep closes the connection once that is idle_timeout_s old and it still answers
+        # nothing, so a request that stops arriving halfway (slowloris) is closed too, not only an idle one.
+        self.idle_since: float | None = None
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
@@ -96,7 +99,7 @@ class _Connection(asyncio.Protocol):
         self.writable = None
 
     def data_received(self, data: bytes) -> None:
-        self.idle_since = None
+        self.idle_since = self.loop.time()
         if self.closing and not self.refused:
             return
         try:

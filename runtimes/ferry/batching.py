@@ -8,6 +8,8 @@
 - Only requests whose non-batch shapes and dtypes match share a batch (one queue per shape key).
 - Optional preferred batch sizes (buckets): a batch is padded up to the next bucket (for CUDA graphs and
   TensorRT profiles) and the padding is dropped from the results.
+- Optionally (CPU models) batches stop growing past the size that was measured to cost more CPU per row: a
+  convolution over large images whose batch outgrows the caches computes fewer rows per second, not more.
 - The queue is bounded in rows (``Overloaded`` beyond it); every request has a deadline; a caller that goes
   away leaves the queue; a failing batch fails only its own callers; each output must have as many rows as
   the batch, and each caller gets exactly its own rows.
@@ -30,6 +32,8 @@ from ferry.errors import BackendError, DeadlineExceeded, NotReady, Overloaded, S
 log = logging.getLogger(__name__)
 
 Tensors = dict[str, np.ndarray]
+EXPLORE_EVERY = 16  # with a learned cap, every 16th batch may take one bucket more
+SLOWER_PER_ROW = 1.25  # a bucket this much dearer per row than the cheapest is not worth forming
 Runner = Callable[[Tensors], Tensors]
 
 
@@ -47,6 +51,8 @@ class BatchingPolicy:
     """Buckets to pad batches up to (sorted ascending); empty: no padding."""
     inline_below_s: float = 0.0
     """Run batches measured to take less than this on the event loop thread (0: always on the instance thread)."""
+    adaptive_max_batch: bool = False
+    """Cap batches below ``max_batch_size`` while larger ones are measured to cost more CPU time per row."""
 
     @property
     def batch_rows(self) -> int:
@@ -109,6 +115,10 @@ class DynamicBatcher:
         self._running: list[list[_Job]] = []
         #: Recent compute seconds per batch-size bucket (power of two), to decide where a batch runs.
         self._compute_estimate: dict[int, float] = {}
+        #: Recent CPU seconds per row per bucket, and the batch size they make worth forming.
+        self._row_cost: dict[int, float] = {}
+        self._row_cap = policy.batch_rows
+        self._batches_taken = 0
         self._executors: list[ThreadPoolExecutor] = []
 
     @property
@@ -255,16 +265,17 @@ class DynamicBatcher:
 
     def _take_batch(self) -> list[_Job]:
         """Pop the next batch: jobs sharing the shape key of the oldest waiting job, up to the row limit."""
+        limit = self._batch_limit()
         while self._queues:
             key = min(self._queues, key=lambda k: self._queues[k][0].enqueued)
             queue = self._queues[key]
-            batch, rows, limit = [], 0, self.policy.batch_rows
+            batch, rows = [], 0
             while queue:
                 job = queue[0]
                 if not job.queued:  # cancelled or expired: already accounted for
                     queue.popleft()
                     continue
-                if rows + job.rows > limit:
+                if batch and rows + job.rows > limit:  # a job alone always fits: infer() split it
                     break
                 queue.popleft()
                 job.queued = False
@@ -343,8 +354,7 @@ class DynamicBatcher:
                 job.future.set_exception(error)
             self.metrics.outcome("error", len(failed))
             return
-        previous = self._compute_estimate.get(bucket)
-        self._compute_estimate[bucket] = cpu if previous is None else 0.8 * previous + 0.2 * cpu
+        self.observe(padded, cpu)
         self.metrics.batch(rows, padded, elapsed)
         offset, answered = 0, 0
         single = next(iter(outputs.items())) if len(outputs) == 1 else None
@@ -358,6 +368,54 @@ class DynamicBatcher:
                 answered += 1
             offset += job.rows
         self.metrics.outcome("ok", answered)
+
+    def observe(self, rows: int, cpu_seconds: float) -> None:
+        """Learn from one batch's CPU time: where batches of its size run, and (adaptive) how large batches
+        should grow. The predictor also feeds it its warm-up batches, so both are known before traffic."""
+        bucket = rows.bit_length()
+        previous = self._compute_estimate.get(bucket)
+        self._compute_estimate[bucket] = (
+            cpu_seconds if previous is None else 0.8 * previous + 0.2 * cpu_seconds
+        )
+        if self.policy.adaptive_max_batch:
+            self._learn_row_cost(bucket, cpu_seconds / rows)
+
+    def _batch_limit(self) -> int:
+        """Rows the next batch may take: the learned cap, and every ``EXPLORE_EVERY``-th batch one bucket more,
+        so that a cap learned from few batches can still climb to a better size."""
+        full = self.policy.batch_rows
+        if self._row_cap >= full:
+            return full
+        self._batches_taken += 1
+        if self._batches_taken % EXPLORE_EVERY == 0:
+            return min(full, 2 * self._row_cap + 1)
+        return self._row_cap
+
+    def _learn_row_cost(self, bucket: int, seconds_per_row: float) -> None:
+        # Falls at once, rises slowly: what inflates a CPU-time sample (a first call's initialisation, a
+        # garbage collection, a cache another process just emptied) passes, and no sample is ever too cheap.
+        previous = self._row_cost.get(bucket)
+        if previous is None or seconds_per_row < previous:
+            self._row_cost[bucket] = seconds_per_row
+        else:
+            self._row_cost[bucket] = 0.9 * previous + 0.1 * seconds_per_row
+        cheapest = min(self._row_cost.values())
+        # The largest bucket within SLOWER_PER_ROW of the cheapest: fixed per-batch costs make small batches
+        # dearer per row, so "good" is a band, and its top end is what batches should grow to.
+        good = max(b for b, cost in self._row_cost.items() if cost <= SLOWER_PER_ROW * cheapest)
+        dearer_above = any(b > good for b in self._row_cost)
+        cap = min(self.policy.batch_rows, (1 << good) - 1) if dearer_above else self.policy.batch_rows
+        if cap != self._row_cap:
+            log.info(
+                "model %s: batches of up to %d rows (measured CPU per row: %s)",
+                self.name,
+                cap,
+                ", ".join(
+                    f"{1 << (b - 1)}-{(1 << b) - 1} rows {cost * 1e6:.1f} us"
+                    for b, cost in sorted(self._row_cost.items())
+                ),
+            )
+            self._row_cap = cap
 
     def _bucket(self, rows: int) -> int:
         for size in self._buckets:

@@ -136,11 +136,15 @@ class Predictor:
             max_queue_rows=settings.max_queue_rows,
             preferred_batch_sizes=tuple(sorted(settings.preferred_batch_sizes)) if settings.batching else (),
             inline_below_s=_inline_below_s(settings),
+            # On CPU only: a GPU's CPU time says nothing of its cost per row, and buckets are the user's choice.
+            adaptive_max_batch=settings.adaptive_batch_size
+            and settings.device == "cpu"
+            and not settings.preferred_batch_sizes,
         )
         runners = self._backend.runners(settings.instances)
+        self._batcher = DynamicBatcher(self.name, runners, self.policy, None)
         if settings.warmup:
             await asyncio.to_thread(self._warm_up, runners)
-        self._batcher = DynamicBatcher(self.name, runners, self.policy, None)
         self._batcher.metrics = PrometheusBatchMetrics(self.name, lambda: self._batcher.queued_rows)
         await self._batcher.start()
         self.settings = settings
@@ -152,11 +156,18 @@ class Predictor:
 
     def _warm_up(self, runners) -> None:
         """Run each batch size the batcher can form at its extremes (and every bucket) on every instance, so
-        the first real request pays no lazy initialisation (CUDA context, kernel selection, allocator)."""
+        the first real request pays no lazy initialisation (CUDA context, kernel selection, allocator). With
+        adaptive batch sizes, a second pass (initialisation done) tells the batcher what a row costs at each."""
         sizes = sorted({1, *self.policy.preferred_batch_sizes} | ({self.policy.batch_rows}))
         for runner in {id(r): r for r in runners}.values():
             for rows in sizes:
                 runner(self._example(rows))
+        if self.policy.adaptive_max_batch:
+            for rows in sizes:
+                example = self._example(rows)
+                cpu = time.thread_time()
+                runners[0](example)
+                self._batcher.observe(rows, time.thread_time() - cpu)
 
     def _example(self, rows: int) -> Tensors:
         inputs = {}

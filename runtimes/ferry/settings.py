@@ -33,6 +33,11 @@ class BatchingSettings(BaseModel):
         (), description="Buckets batches are padded up to (CUDA graphs, TensorRT profiles), e.g. 1,8,32,64."
     )
     instances: int = Field(1, ge=1, le=64, description="Model instances (threads, CUDA streams) per model.")
+    adaptive_batch_size: bool = Field(
+        True,
+        description="On CPU, stop growing batches past the size measured to cost more CPU per row "
+        "(a model whose batch outgrows the caches); never with preferred_batch_sizes.",
+    )
     inline_compute_us: float = Field(
         100.0,
         ge=0,

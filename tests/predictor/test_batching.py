@@ -104,6 +104,54 @@ async def test_a_fixed_signatures_key_is_the_batchers_own():
     await batcher.stop()
 
 
+def spin(seconds: float) -> None:
+    """Burn CPU time (the batcher measures CPU, not wall, time per row)."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+async def run_load(batcher, callers: int, rounds: int) -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(rounds):
+        xs = rng.normal(size=(callers, 1, 4)).astype(np.float32)
+        results = await asyncio.gather(*(batcher.infer({"x": x}, 1, 30) for x in xs))
+        for x, result in zip(xs, results, strict=True):
+            np.testing.assert_allclose(result["y"], x @ WEIGHTS, atol=1e-5)
+
+
+async def test_batches_stop_growing_past_the_size_that_costs_more_per_row():
+    """A model that computes 3x slower per row once a batch exceeds 16 rows (a batch outgrowing the caches).
+    After lone requests (as after the predictor's warm-up, the batcher knows a 1-row batch) it forms full
+    64-row batches, learns they cost more per row, caps, climbs back up one bucket at a time and settles on
+    at most 15 rows (the top of the last cheap bucket, 8-15), exploring 16-31 only now and then; every caller
+    still gets its own rows."""
+
+    def cliff(inputs):
+        rows = len(inputs["x"])
+        spin(rows * 20e-6 * (1 if rows <= 16 else 3))
+        return matmul(inputs)
+
+    batcher, metrics = await started(cliff, max_batch_size=64, adaptive_max_batch=True)
+    await run_load(batcher, callers=1, rounds=5)
+    await run_load(batcher, callers=64, rounds=40)
+    late = [rows for rows, _ in metrics.batches[-100:]]
+    assert sum(rows > 15 for rows in late) <= len(late) // 8, late  # only the exploring batches
+    assert max(late) <= 31 and sorted(late)[len(late) // 2] >= 8, late  # settled at 8-15, not 1
+    await batcher.stop()
+
+
+async def test_batches_keep_growing_while_each_row_costs_less():
+    def amortised(inputs):
+        spin(200e-6 + len(inputs["x"]) * 5e-6)  # a fixed cost per batch: bigger batches are cheaper per row
+        return matmul(inputs)
+
+    batcher, metrics = await started(amortised, max_batch_size=64, adaptive_max_batch=True)
+    await run_load(batcher, callers=64, rounds=10)
+    assert max(rows for rows, _ in metrics.batches[-20:]) == 64
+    await batcher.stop()
+
+
 async def test_batches_are_padded_to_preferred_sizes_and_padding_is_stripped():
     shapes = []
 

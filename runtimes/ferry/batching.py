@@ -298,7 +298,7 @@ class DynamicBatcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            if delay > 0 and self.policy.enabled and self._queued_rows < self.policy.batch_rows:
+            if delay > 0 and self.policy.enabled and self._queued_rows < self._row_cap:
                 oldest = min(queue[0].enqueued for queue in self._queues.values() if queue)
                 wait = oldest + delay - loop.time()
                 if wait > 0:

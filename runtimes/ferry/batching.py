@@ -168,7 +168,7 @@ class DynamicBatcher:
         ``key`` is the batch key (name, row shape, dtype per input) when the caller already knows it (a model
         with a fixed signature), so it is not rebuilt per request. A plain function returning the coroutine:
         one coroutine frame fewer to create and resume on every request."""
-        if rows <= self.policy.max_batch_size:
+        if rows <= self.policy.batch_rows:
             return self._submit(inputs, rows, timeout_s, key)
         return self._infer_chunked(inputs, rows, timeout_s)
 
@@ -206,8 +206,7 @@ class DynamicBatcher:
     async def _submit(
         self, inputs: Tensors, rows: int, timeout_s: float, key: tuple | None = None
     ) -> Tensors:
-        if not self._accepting or self._queued_rows + rows > self.policy.max_queue_rows:
-            self._check_capacity(rows)  # raises, with the reason
+        self._check_capacity(rows)
         loop = self._loop
         if key is None:
             key = tuple([(name, array.shape[1:], array.dtype) for name, array in inputs.items()])
@@ -357,14 +356,10 @@ class DynamicBatcher:
         self.observe(padded, cpu)
         self.metrics.batch(rows, padded, elapsed)
         offset, answered = 0, 0
-        single = next(iter(outputs.items())) if len(outputs) == 1 else None
         for job in batch:
             if not job.future.done():
                 end = offset + job.rows
-                if single is not None:  # the common case, without a comprehension per caller
-                    job.future.set_result({single[0]: single[1][offset:end]})
-                else:
-                    job.future.set_result({name: array[offset:end] for name, array in outputs.items()})
+                job.future.set_result({name: array[offset:end] for name, array in outputs.items()})
                 answered += 1
             offset += job.rows
         self.metrics.outcome("ok", answered)

@@ -196,7 +196,6 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         self.server.connections.discard(self)
-        self.idle_since = None
         for stream in self.streams.values():
             self._cancel(stream)
         self.streams.clear()

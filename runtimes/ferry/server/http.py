@@ -86,7 +86,6 @@ class _Connection(asyncio.Protocol):
         self.server.connections.discard(self)
         self.closing = True
         self.pending.clear()
-        self.idle_since = None
         if self.writable is not None and not self.writable.done():
             self.writable.set_result(None)
 

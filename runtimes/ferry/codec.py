@@ -88,14 +88,17 @@ def element_count(shape: Sequence[int]) -> int:
 
 
 def decode_json(name: str, datatype: Any, shape: Any, data: Any) -> np.ndarray:
-    """A tensor from its JSON form; ``data`` may be flat or nested (row-major either way)."""
+    """A tensor from its JSON form; ``data`` may be flat or nested (row-major either way), or, for a float
+    datatype, the flat float64 array a JSON reader made of the numbers (``ferry.protocol.v2``)."""
     field = f"input {name!r}"
     dtype = numpy_dtype(datatype, field)
     shape = check_shape(shape, field)
-    if not isinstance(data, list):
-        raise InvalidInput(f"{field}: data must be a JSON array, got {type(data).__name__}")
     expected = element_count(shape)
-    if datatype == "BYTES":
+    if isinstance(data, np.ndarray) and dtype.kind == "f":
+        array = data.astype(dtype, copy=False)  # JSON has no NaN, so there is none to look for here
+    elif not isinstance(data, list):
+        raise InvalidInput(f"{field}: data must be a JSON array, got {type(data).__name__}")
+    elif datatype == "BYTES":
         array = _bytes_array(_flatten(data, field), field)
     else:
         array = _numeric_array(data, dtype, field)

@@ -286,6 +286,26 @@ async def test_batching_off_runs_every_request_alone():
     await batcher.stop()
 
 
+@pytest.mark.parametrize("inline", [True, False])
+async def test_an_inline_batch_first_gathers_requests_arriving_in_the_next_loop_passes(inline):
+    """Batches that block the loop (inline) wait while each loop pass brings new requests; threaded batches
+    do not (the loop keeps reading while they compute), so there the first request goes alone."""
+    batcher, metrics = await started(max_batch_size=64, inline_below_s=float("inf") if inline else 0.0)
+    batcher.observe(1, 1e-6)  # measured cheap: batches of this size run inline when the policy allows it
+
+    async def arriving_after(passes: int):
+        for _ in range(passes):
+            await asyncio.sleep(0)  # one loop pass each, as requests read from sockets pass by pass
+        return await batcher.infer({"x": np.ones((1, 4), np.float32)}, 1, 10)
+
+    await asyncio.gather(*(arriving_after(passes) for passes in range(6)))
+    if inline:
+        assert [rows for rows, _ in metrics.batches] == [6]
+    else:
+        assert metrics.batches[0][0] == 1 and sum(rows for rows, _ in metrics.batches) == 6
+    await batcher.stop()
+
+
 async def test_queue_delay_waits_for_a_fuller_batch():
     batcher, metrics = await started(max_batch_size=64, max_queue_delay_s=0.05)
     first = asyncio.ensure_future(batcher.infer({"x": np.ones((1, 4), np.float32)}, 1, 10))

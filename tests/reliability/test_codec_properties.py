@@ -5,7 +5,9 @@ round trip through JSON and through the binary extension unchanged, and arbitrar
 from __future__ import annotations
 
 import json
+from unittest import mock
 
+import numpy as np
 import orjson
 import pytest
 from ferry import codec
@@ -115,3 +117,66 @@ def test_parse_request_on_arbitrary_bytes(body):
         v2.parse_request(body)
     except InvalidInput as exc:
         assert exc.message
+
+
+def _simdjson_always():
+    """Send every body through simdjson (by default only bodies of 4 KB and more take it)."""
+    return mock.patch.object(v2, "SIMDJSON_FROM_BYTES", 0)
+
+
+# V2-shaped documents whose tensor fields hold anything (a list for a datatype, a string for data, ...).
+FIELD_VALUES = (
+    JSON_VALUES | st.sampled_from(["FP32", "FP16", "BYTES", "t"]) | st.lists(st.floats(), max_size=4)
+)
+TENSORS = st.fixed_dictionaries(
+    {"datatype": FIELD_VALUES, "data": FIELD_VALUES},  # datatype first, as clients write it
+    optional={"name": FIELD_VALUES, "shape": FIELD_VALUES, "parameters": FIELD_VALUES, "\x00": FIELD_VALUES},
+)
+V2_DOCUMENTS = st.fixed_dictionaries(
+    {"inputs": st.lists(TENSORS | JSON_VALUES, max_size=3)},
+    optional={"outputs": JSON_VALUES, "parameters": JSON_VALUES, "id": JSON_VALUES},
+)
+
+
+@SETTINGS
+@given(
+    JSON_VALUES | V2_DOCUMENTS, st.binary(max_size=64), st.none() | st.integers(min_value=-5, max_value=400)
+)
+def test_parse_request_through_simdjson_raises_only_invalid_input(document, tail, json_length):
+    text = json.dumps(document).encode()
+    body = text + tail if json_length is not None else text
+    with _simdjson_always():
+        try:
+            v2.parse_request(body, json_length)
+        except InvalidInput as exc:
+            assert len(exc.message) >= 12
+
+
+@pytest.mark.parametrize("datatype", ["FP16", "FP32", "FP64", "INT64", "BOOL"])
+def test_simdjson_and_orjson_read_the_same_tensors(datatype):
+    """The simdjson path (flat floats as one float64 buffer) and the orjson path (Python floats) give identical
+    tensors, or the same error, for flat and nested data, with and without a non-number among the values."""
+
+    @SETTINGS
+    @given(arrays(datatype), st.booleans(), st.sampled_from([None, "none", "null", "text"]))
+    def check(array, nested, spoil):
+        data = array.tolist() if nested else orjson.loads(codec.dumps(codec.json_data(array)))
+        if spoil != "none" and array.size and not nested:
+            data[-1] = None if spoil in (None, "null") else "x"
+        tensor = {"name": "t", "shape": list(array.shape), "datatype": datatype, "data": data}
+        body = orjson.dumps({"id": "1", "inputs": [tensor]})
+        outcomes = []
+        for threshold in (1 << 30, 0):
+            with mock.patch.object(v2, "SIMDJSON_FROM_BYTES", threshold):
+                try:
+                    outcomes.append(v2.parse_request(body).inputs["t"])
+                except InvalidInput as exc:
+                    outcomes.append(exc.message)
+        by_orjson, by_simdjson = outcomes
+        if isinstance(by_orjson, str):
+            assert by_simdjson == by_orjson
+        else:
+            assert by_simdjson.dtype == by_orjson.dtype and by_simdjson.shape == by_orjson.shape
+            assert np.array_equal(by_simdjson, by_orjson)
+
+    check()

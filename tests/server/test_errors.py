@@ -26,6 +26,12 @@ CASES = [
     ("too many rows", tensor(shape=[1001, 4], data=[0.0] * 4004), 400, "exceeds the limit of 1000 rows"),
     ("unknown output", {**tensor(), "outputs": [{"name": "nope"}]}, 400, "unknown output 'nope'"),
     ("body over limit", tensor(shape=[20000, 4], data=[0.5] * 80000), 413, "exceeds the limit"),
+    # Bodies of 4 KB and more are read by simdjson (ferry.protocol.v2): the same answers.
+    ("large: null among floats", tensor(shape=[500, 4], data=[0.5] * 1999 + [None]), 400, "input 'input-0'"),
+    ("large: strings", tensor(shape=[500, 4], data=["a"] * 2000), 400, "expected FP32 values, got strings"),
+    ("large: data length", tensor(shape=[500, 4], data=[0.5] * 1999), 400, "needs 2000 values, got 1999"),
+    ("large: ragged", tensor(shape=[500, 4], data=[[0.5] * 4] * 499 + [[0.5]]), 400, "ragged"),
+    ("large: malformed", b'{"inputs": [' + b"0.5, " * 1000 + b"]", 400, "not valid JSON"),
 ]
 
 

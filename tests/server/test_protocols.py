@@ -33,6 +33,19 @@ def test_v2_json(server, reference, model, nested):
     np.testing.assert_allclose(np.array(out["data"]).reshape(4, 2), reference(GOLDEN), atol=1e-5)
 
 
+@pytest.mark.parametrize("nested", [True, False])
+def test_v2_json_large_bodies(server, reference, nested):
+    # 4 KB and more: simdjson reads the body, and flat float data reaches numpy without Python floats.
+    rows = np.random.default_rng(5).normal(size=(300, 4)).astype(np.float32)
+    body = v2_body(rows, nested, id="large")
+    assert len(httpx.Request("POST", "http://x", json=body).content) > 4096
+    response = httpx.post(f"{server.url}/v2/models/churn/infer", json=body)
+    assert response.status_code == 200, response.text
+    out = response.json()["outputs"][0]
+    assert out["shape"] == [300, 2]
+    np.testing.assert_allclose(np.array(out["data"]).reshape(300, 2), reference(rows), atol=1e-5)
+
+
 def test_seed_verification_request(server, reference):
     # verify_model_serving.sh's request, with the seed's model name swapped for ours
     payload = '{"inputs":[{"name":"input-0","shape":[1,4],"datatype":"FP32","data":[[24,65.5,1572.0,1]]}]}'

@@ -7,11 +7,17 @@ from typing import Any
 
 import numpy as np
 import orjson
+import simdjson
 
 from ferry.codec import datatype_of, decode_binary, decode_json, encode_binary, json_data
 from ferry.errors import InvalidInput
 
 BINARY_HEADER = "inference-header-content-length"
+#: JSON bodies from this size on are read by simdjson, which hands a float tensor's numbers to numpy as one
+#: buffer of doubles instead of a Python float each (a 512-float tensor: 26 -> 13 us). Below it, orjson's
+#: Python objects cost less than walking simdjson's document from Python.
+SIMDJSON_FROM_BYTES = 4096
+_FLOAT_DATATYPES = frozenset({"FP16", "FP32", "FP64"})
 
 
 @dataclass
@@ -37,7 +43,7 @@ def parse_request(body: bytes, json_length: int | None = None) -> InferRequest:
     else:
         header, binary, offset = body, None, 0  # orjson parses bytes about twice as fast as a memoryview
     try:
-        request = orjson.loads(header)
+        request = _load_json(header) if len(header) >= SIMDJSON_FROM_BYTES else orjson.loads(header)
     except orjson.JSONDecodeError as exc:
         raise InvalidInput(f"request body is not valid JSON: {exc}") from None
     if not isinstance(request, dict):
@@ -112,6 +118,63 @@ def build_response(
     if not buffers:
         return header, None
     return b"".join([header, *buffers]), len(header)
+
+
+def _load_json(header) -> Any:
+    """``orjson.loads``, except that a float input tensor's flat ``data`` comes back as a float64 array.
+
+    Where the two readers could differ, on malformed input only: of duplicate keys the first counts here (the
+    last in orjson), and a flat list with one-number lists in it (``[1, [2]]``) reads as ``[1, 2]``."""
+    try:
+        # A parser per document: its proxies pin the parser, so a shared one would fail while any is alive.
+        document = simdjson.Parser().parse(header)
+        if not isinstance(document, simdjson.Object):
+            return _plain(document)
+        request = {}
+        for key in document:  # by key: items() would turn every nested value into Python objects
+            value = document[key]
+            if key == "inputs" and isinstance(value, simdjson.Array):
+                request[key] = [_load_tensor(item) for item in value]
+            else:
+                request[key] = _plain(value)
+        return request
+    except (ValueError, RuntimeError, KeyError):
+        # Invalid JSON, numbers simdjson cannot hold (integers beyond 64 bits), keys it cannot look up (with a
+        # NUL in them): orjson, the reader of every other body, words the error or reads the document.
+        return orjson.loads(header)
+
+
+def _load_tensor(item) -> Any:
+    if not isinstance(item, simdjson.Object):
+        return _plain(item)
+    tensor = {key: item[key] for key in item}
+    datatype = tensor.get("datatype")
+    floats = isinstance(datatype, str) and datatype in _FLOAT_DATATYPES
+    for key, value in tensor.items():
+        if key == "data" and floats and isinstance(value, simdjson.Array):
+            tensor[key] = _float_buffer(value)
+        else:
+            tensor[key] = _plain(value)
+    return tensor
+
+
+def _float_buffer(data) -> Any:
+    """A flat array of JSON numbers as float64 (a cast to FP32 rounds exactly as from Python floats); anything
+    else (nested rows, a null or a string among the numbers) as Python lists, for the codec to read or word."""
+    try:
+        flat = np.frombuffer(data.as_buffer(of_type="d"), dtype=np.float64)
+    except TypeError:  # not all numbers
+        return data.as_list()
+    # as_buffer flattens nested arrays; nested data takes the list path, which checks that rows are even.
+    return flat if len(flat) == len(data) else data.as_list()
+
+
+def _plain(value) -> Any:
+    if isinstance(value, simdjson.Object):
+        return value.as_dict()
+    if isinstance(value, simdjson.Array):
+        return value.as_list()
+    return value
 
 
 def _parameters(tensor: dict, where: str) -> dict:

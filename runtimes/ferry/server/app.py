@@ -10,6 +10,7 @@ exits 0."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from dataclasses import dataclass
@@ -85,7 +86,12 @@ async def _serve(repository: Repository, options: ServeOptions) -> int:
         nonlocal exit_code
         try:
             await repository.load()
-            log.info("ready: %s", ", ".join(repository.names))
+            frozen = _freeze_startup_objects()
+            log.info(
+                "ready: %s (%d start-up objects left out of garbage collection)",
+                ", ".join(repository.names),
+                frozen,
+            )
         except Exception as exc:
             log.error("model loading failed, exiting: %s", exc, exc_info=not hasattr(exc, "message"))
             exit_code = 1
@@ -103,6 +109,19 @@ async def _serve(repository: Repository, options: ServeOptions) -> int:
     await asyncio.gather(*stopping)
     await repository.close(options.drain_timeout_s)
     return exit_code
+
+
+def _freeze_startup_objects() -> int:
+    """Move what exists once the models are loaded (modules, sessions, models) to the collector's permanent
+    generation, and return how many objects that is.
+
+    Requests make and drop tens of thousands of objects a second, and every few seconds that promotes enough
+    of them to trigger a collection of the oldest generation, which walks every object in the process: with
+    ~50k start-up objects that is a pause of several milliseconds, which was most of the c=64 p99 (1.6M MLP,
+    binary: 16 ms -> 6 ms once frozen). Frozen objects are never collected, so collect the garbage first."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 class _GrpcioServer:

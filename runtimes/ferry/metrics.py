@@ -4,7 +4,11 @@ Children are bound once per model so the hot path pays one observation, not a la
 
 from __future__ import annotations
 
+import bisect
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 from ferry.batching import BatchMetrics
 
@@ -62,22 +66,56 @@ LOAD_SECONDS = Gauge(
     "ferry_model_load_seconds", "Time to fetch, load and warm the model", ["model"], registry=REGISTRY
 )
 READY = Gauge("ferry_model_ready", "1 when the model serves requests", ["model"], registry=REGISTRY)
-HTTP_REQUESTS = Counter(
-    "ferry_http_requests",
-    "HTTP requests by protocol and status class",
-    ["protocol", "status"],
-    registry=REGISTRY,
-)
 GRPC_REQUESTS = Counter(
     "ferry_grpc_requests", "gRPC requests by method and code", ["method", "code"], registry=REGISTRY
 )
-REQUEST_SECONDS = Histogram(
-    "ferry_request_seconds",
-    "Server time per inference request",
-    ["protocol"],
-    buckets=_LATENCY_BUCKETS,
-    registry=REGISTRY,
-)
+
+
+class HttpMetrics:
+    """``ferry_http_requests_total`` (protocol, status class) and ``ferry_request_seconds`` (protocol), the
+    two observations of every HTTP request. They are counted in plain Python numbers and turned into Prometheus
+    families only when scraped: prometheus_client takes a lock per update (~1 us per request for the pair at
+    tens of thousands of requests a second), and every update here happens on the event loop's thread."""
+
+    def __init__(self, registry: CollectorRegistry, protocols: tuple[str, ...]):
+        self._requests: dict[tuple[str, str], int] = {}
+        # Per protocol: a count per bucket (the last one +Inf), every series present from the start.
+        self._latency = {protocol: [0] * (len(_LATENCY_BUCKETS) + 1) for protocol in protocols}
+        self._latency_sum = dict.fromkeys(protocols, 0.0)
+        registry.register(self)
+
+    def request(self, protocol: str, status: int) -> None:
+        key = (protocol, f"{status // 100}xx")
+        self._requests[key] = self._requests.get(key, 0) + 1
+
+    def latency(self, protocol: str, seconds: float) -> None:
+        # The first bucket whose bound is >= seconds, as prometheus_client's Histogram counts.
+        self._latency[protocol][bisect.bisect_left(_LATENCY_BUCKETS, seconds)] += 1
+        self._latency_sum[protocol] += seconds
+
+    def collect(self):
+        requests = CounterMetricFamily(
+            "ferry_http_requests", "HTTP requests by protocol and status class", labels=["protocol", "status"]
+        )
+        for (protocol, status), count in list(self._requests.items()):
+            requests.add_metric([protocol, status], count)
+        yield requests
+        latency = HistogramMetricFamily(
+            "ferry_request_seconds", "Server time per inference request", labels=["protocol"]
+        )
+        for protocol, counts in list(self._latency.items()):
+            cumulative, buckets = 0, []
+            for bound, count in zip([*_LATENCY_BUCKETS, float("inf")], counts, strict=True):
+                cumulative += count
+                buckets.append((floatToGoString(bound), cumulative))
+            latency.add_metric([protocol], buckets, self._latency_sum[protocol])
+        yield latency
+
+    def describe(self):
+        return []  # families are known only at scrape time; no name clashes to check at registration
+
+
+HTTP_METRICS = HttpMetrics(REGISTRY, protocols=("v1", "v2", "seldon"))
 
 
 class PrometheusBatchMetrics(BatchMetrics):

@@ -239,6 +239,43 @@ def test_start_up_objects_are_left_out_of_garbage_collection(server):
     assert int(found.group(1)) > 10_000  # modules, onnxruntime and torch bindings, the models
 
 
+def _samples(text: str, name: str) -> dict[str, float]:
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name)
+    }
+
+
+def test_http_request_metrics_count_every_request_by_protocol_and_status(server):
+    def scrape():
+        text = httpx.get(f"{server.url}/metrics").text
+        return _samples(text, "ferry_http_requests_total"), _samples(text, "ferry_request_seconds")
+
+    requests_before, latency_before = scrape()
+    for _ in range(7):
+        assert httpx.post(f"{server.url}/v2/models/churn/infer", json=v2_body(GOLDEN[:1])).status_code == 200
+    for _ in range(3):
+        assert httpx.post(f"{server.url}/v2/models/churn/infer", json={"inputs": []}).status_code == 400
+    response = httpx.post(f"{server.url}/v1/models/churn:predict", json={"instances": SEED_ROWS})
+    assert response.status_code == 200
+    requests, latency = scrape()
+
+    def grew(samples, before, key):
+        return samples.get(key, 0) - before.get(key, 0)
+
+    assert grew(requests, requests_before, 'ferry_http_requests_total{protocol="v2",status="2xx"}') == 7
+    assert grew(requests, requests_before, 'ferry_http_requests_total{protocol="v2",status="4xx"}') == 3
+    assert grew(requests, requests_before, 'ferry_http_requests_total{protocol="v1",status="2xx"}') == 1
+    assert grew(latency, latency_before, 'ferry_request_seconds_count{protocol="v2"}') == 10
+    assert grew(latency, latency_before, 'ferry_request_seconds_count{protocol="v1"}') == 1
+    assert grew(latency, latency_before, 'ferry_request_seconds_bucket{le="+Inf",protocol="v2"}') == 10
+    assert 0 < grew(latency, latency_before, 'ferry_request_seconds_sum{protocol="v2"}') < 10
+    buckets = [v for k, v in latency.items() if k.startswith("ferry_request_seconds_bucket{") and '"v2"' in k]
+    assert buckets == sorted(buckets) and len(buckets) == 16  # cumulative, 15 bounds and +Inf
+    assert 'ferry_request_seconds_count{protocol="seldon"}' in latency  # present before its first request
+
+
 def test_metadata_health_metrics_and_request_ids(server):
     assert httpx.get(f"{server.url}/v2/health/live").json() == {"live": True}
     assert httpx.get(f"{server.url}/v2/health/ready").json() == {"ready": True}

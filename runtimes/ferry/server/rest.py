@@ -14,7 +14,7 @@ from ferry import __version__
 from ferry.codec import dumps
 from ferry.context import new_request_id, request_headers
 from ferry.errors import ErrorCode, InvalidInput, ModelNotFound, PayloadTooLarge, ServingError
-from ferry.metrics import HTTP_REQUESTS, REGISTRY, REQUEST_SECONDS
+from ferry.metrics import HTTP_METRICS, REGISTRY
 from ferry.protocol import v1, v2
 from ferry.repository import Repository
 
@@ -68,8 +68,6 @@ class RestApp:
         self.tracer = tracer
         self.max_body_bytes = max_body_bytes
         self.server_name = server_name
-        self._seconds = {p: REQUEST_SECONDS.labels(p) for p in ("v1", "v2", "seldon")}
-        self._counts: dict[tuple[str, int], object] = {}
 
     async def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Response:
         """Answer one request (never raises): the whole of Ferry's HTTP API behind the transport in
@@ -78,34 +76,29 @@ class RestApp:
         request_id = headers.get("x-request-id") or new_request_id()
         headers["x-request-id"] = request_id
         token = request_headers.set(headers)
-        protocol = "other"
         try:
             if self.tracer is None:
                 protocol, response = await self._route(method, path, headers, body)
             else:
                 protocol, response = await self._traced(method, path, headers, body)
         except ServingError as exc:
-            response = self._error(exc, path)
+            protocol, response = _protocol_of(path), self._error(exc, path)
         except Exception:
             log.exception("unhandled error on %s %s", method, path)
-            response = self.internal_error()
+            protocol, response = _protocol_of(path), self.internal_error()
         finally:
             request_headers.reset(token)
         response.headers.append((b"x-request-id", request_id.encode("latin-1")))
         if "traceparent" in headers:
             response.headers.append((b"traceparent", headers["traceparent"].encode("latin-1")))
-        if protocol in self._seconds:
-            self._seconds[protocol].observe(time.perf_counter() - started)
-        key = (protocol, response.status)
-        counter = self._counts.get(key)
-        if counter is None:
-            counter = self._counts[key] = HTTP_REQUESTS.labels(protocol, f"{response.status // 100}xx")
-        counter.inc()
+        if protocol != "other":  # v1, v2, seldon; not probes and scrapes
+            HTTP_METRICS.latency(protocol, time.perf_counter() - started)
+        HTTP_METRICS.request(protocol, response.status)
         return response
 
     def payload_too_large(self, size: int) -> Response:
         exc = PayloadTooLarge(f"request body of {size} bytes exceeds the limit of {self.max_body_bytes}")
-        HTTP_REQUESTS.labels("other", "4xx").inc()
+        HTTP_METRICS.request("other", 413)
         return self._error(exc, "")
 
     @staticmethod
@@ -264,6 +257,15 @@ async def _explain(handler, body) -> dict:
             f"model {handler.name!r} does not explain; KServe routes :explain to the InferenceService's explainer"
         )
     return await explain(body)
+
+
+def _protocol_of(path: str) -> str:
+    """The metrics label of a request that failed before its route said (a bad V2 body counts as v2)."""
+    if path.startswith("/v2/"):
+        return "v2"
+    if path.startswith("/v1/"):
+        return "v1"
+    return "seldon" if path in SELDON_PREDICT or path in SELDON_EXPLAIN else "other"
 
 
 def _expect(method: str, wanted: str) -> None:

@@ -757,19 +757,21 @@ def interpolate(table: dict, batch: float) -> float | None:
     return table[str(sizes[0])]
 
 
-MISS_NOTES = [
+MISS_NOTES_LARGE = [
     "Where a target is missed, why (the per-request budgets below are py-spy profiles of the runs above):",
     "",
     "- *rows/s vs raw onnxruntime (1.6M MLP, one row per request)*: the server and the model share one core, so",
     "  a request costs the model's time per row plus everything else, and 0.6 of raw leaves everything else",
-    "  about 20-26 µs (the split of each case is below). Ferry's HTTP/1.1 transport alone, answering fixed JSON",
-    "  and parsing nothing, takes about 14 of those (the http-echo peer), bare uvicorn 28: the target needs the",
-    "  V2 parse, checks, batching and the answer in well under 10 µs, in Python, on the core that also runs the",
-    "  model. Ferry's take 17 µs (binary) and 31 µs (512 floats as JSON) without sockets",
-    "  (`benchmarks/request_cost.py`, table below), and the served request costs ~10 µs more than transport +",
-    "  handling (perf: the interpreter takes as much of the core as onnxruntime, 38% each, the kernel 13%).",
-    "  Batches are full (the batcher reads what has arrived before an inline batch: 64 rows, not 24) and JSON",
-    "  floats reach numpy without Python floats (simdjson): 0.26 -> 0.38 for JSON since 2026-12-01 08:47.",
+    "  under 20 µs (split per case below). Ferry's HTTP/1.1 transport alone, answering fixed JSON and parsing",
+    "  nothing, takes 14 of them (the http-echo peer), bare uvicorn twice that: the target needs the V2 parse,",
+    "  checks, batching and the answer in a few µs, in Python, on the core that also runs the model. Without",
+    "  sockets they take 16-34 µs (`benchmarks/request_cost.py`, table 'Request handling without sockets'), and",
+    "  a served request costs ~10 µs more than transport and handling apart (`perf record` of the server under",
+    "  this load, 2026-12-01: libpython 38% of the core, onnxruntime 38%, the kernel 13%). Batches are full (the",
+    "  batcher reads what has arrived before an inline batch: 64 rows, not 24) and JSON floats reach numpy",
+    "  without Python floats (simdjson); on 2026-12-01 08:47, before both, the ratios were 0.26 and 0.43.",
+]
+MISS_NOTES_REST = [
     "- *Ferry / MLServer (small V2 JSON)*: close to 10x, and MLServer's own rate moves about 10% between runs",
     "  here (2,076-2,283 req/s at c=64 on 2026-12-01).",
 ]
@@ -983,7 +985,7 @@ def write_report(command: str) -> None:
     out += ["## Targets", "", "| target | achieved | wanted | result |", "|---|---:|---:|---|"]
     for name, value, target, op, verdict in targets(records):
         out.append(f"| {name} | {fmt(value, digits=2)} | {op} {target} | {verdict} |")
-    out += ["", *MISS_NOTES, *large_budget(records), ""]
+    out += ["", *MISS_NOTES_LARGE, *large_budget(records), *MISS_NOTES_REST, ""]
     for name in names:
         record = records[name]
         out += [f"## {name}: {record['title']}", ""]

@@ -141,6 +141,25 @@ async def test_batches_stop_growing_past_the_size_that_costs_more_per_row():
     await batcher.stop()
 
 
+async def test_a_cliff_inside_a_bucket_is_judged_by_the_sizes_the_bucket_runs_at():
+    """Cheap up to 18 rows, then dearer with every row (3x at 31): the 16-31 bucket is cheap only at its
+    bottom. Batches are as full as the cap allows, so that bucket mostly runs near 31 rows; one batch of 16-18
+    rows must not make it look cheap and lift every batch to 31."""
+
+    def steep(inputs):
+        rows = len(inputs["x"])
+        spin(rows * 20e-6 * (1 if rows <= 18 else 1 + (rows - 18) / 6.5))
+        return matmul(inputs)
+
+    batcher, metrics = await started(steep, max_batch_size=64, adaptive_max_batch=True)
+    batcher.observe(17, 17 * 20e-6)  # a cheap batch at the bottom of the bucket, as arrivals may form
+    await run_load(batcher, callers=1, rounds=5)
+    await run_load(batcher, callers=64, rounds=40)
+    late = [rows for rows, _ in metrics.batches[-100:]]
+    assert sum(rows > 15 for rows in late) <= len(late) // 8, late
+    await batcher.stop()
+
+
 async def test_batches_keep_growing_while_each_row_costs_less():
     def amortised(inputs):
         spin(200e-6 + len(inputs["x"]) * 5e-6)  # a fixed cost per batch: bigger batches are cheaper per row

@@ -1,7 +1,7 @@
 """What Ferry's two transports (``ferry.server.http``, ``ferry.server.h2``) share: a listening socket, the set
 of open connections, and a graceful shutdown that stops accepting, lets every connection finish what it has
 received (each closes itself once idle), and closes whatever is still busy after the drain timeout; and the idle
-timeout, enforced by one sweep a listener instead of a timer armed and cancelled around every request (an idle
+timeout, enforced by one sweep per listener instead of a timer armed and cancelled around every request (an idle
 timeout needs no sub-second precision)."""
 
 from __future__ import annotations

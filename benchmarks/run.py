@@ -49,7 +49,9 @@ sys.path.insert(0, str(REPO / "runtimes"))
 from load import h2grpc, payloads, wrk  # noqa: E402
 
 SERVER_CPU, CLIENT_CPU = "0", "1"
-FERRY_PY = REPO / ".venv" / "bin" / "python"
+# The Python that runs Ferry and the Python peers; FERRY_BENCH_PYTHON points elsewhere (a GPU machine's own
+# Python with Ferry on PYTHONPATH, benchmarks/gpu.py).
+FERRY_PY = Path(os.environ.get("FERRY_BENCH_PYTHON", REPO / ".venv" / "bin" / "python"))
 TRITON_PY = WORK / "pytriton-venv" / "bin" / "python"
 START_TIMEOUT_S = 180  # MLServer and Triton take several seconds to import and load on one core
 TOLERANCE = 1e-4
@@ -274,7 +276,7 @@ class Server:
             self.process.wait(10)
 
 
-def start_server(name: str, model: str, directory: Path, log_dir: Path) -> Server:
+def start_server(name: str, model: str, directory: Path, log_dir: Path, extra_flags=()) -> Server:
     peer = PEERS[name]
     http_port, grpc_port = free_port(), free_port()
     common = [
@@ -286,9 +288,14 @@ def start_server(name: str, model: str, directory: Path, log_dir: Path) -> Serve
     if peer.launcher:
         command = [str(peer.python or FERRY_PY), str(BENCH / "peers" / peer.launcher), *common, *peer.flags]
     else:
-        command = [str(REPO / ".venv" / "bin" / "ferry-predictor"), *common, "--host=127.0.0.1"]
-        command += ["--intra_op_threads=1", "--log_level=warning", *peer.flags]
-    env = {**os.environ, "PYTHONPATH": f"{BENCH / 'peers'}:{REPO / 'runtimes'}", **peer.env}
+        command = [str(FERRY_PY), "-m", "ferry", *common, "--host=127.0.0.1"]  # = ferry-predictor
+        command += ["--intra_op_threads=1", "--log_level=warning", *peer.flags, *extra_flags]
+    python_path = [
+        str(BENCH / "peers"),
+        str(REPO / "runtimes"),
+        *filter(None, [os.environ.get("PYTHONPATH")]),
+    ]
+    env = {**os.environ, "PYTHONPATH": ":".join(python_path), **peer.env}
     if peer.python == TRITON_PY:
         import sysconfig
 
@@ -343,8 +350,10 @@ def grpc_ready(server: Server) -> bool:
 # ------------------------------------------------------------------------------------------------ measuring
 
 
-def check(server: Server, payload: payloads.Payload, expected: np.ndarray) -> str:
-    """'' when the server's answer equals in-process onnxruntime within TOLERANCE, else what went wrong."""
+def check(
+    server: Server, payload: payloads.Payload, expected: np.ndarray, tolerance: float = TOLERANCE
+) -> str:
+    """'' when the server's answer equals in-process onnxruntime within ``tolerance``, else what went wrong."""
     try:
         if payload.kind == "grpc":
             import grpc
@@ -369,7 +378,7 @@ def check(server: Server, payload: payloads.Payload, expected: np.ndarray) -> st
     if got.shape != expected.ravel().shape:
         return f"shape {got.shape} != {expected.ravel().shape}"
     error = float(np.max(np.abs(got - expected.ravel())))
-    return "" if error <= TOLERANCE else f"max abs error {error:.2e} > {TOLERANCE}"
+    return "" if error <= tolerance else f"max abs error {error:.2e} > {tolerance}"
 
 
 class RssSampler:
@@ -949,6 +958,26 @@ def targets(records: dict) -> list[tuple]:
             rps("small-grpc", "grpc-echo-h2"), rps("small-grpc", "ferry-batch"), 1.0,
         )
     )  # fmt: skip
+    return rows + gpu_targets()
+
+
+def gpu_targets() -> list[tuple]:
+    """The GPU case's two targets, each the weakest over every model, backend and precision measured."""
+    path = RESULTS / "gpu.json"
+    configs = json.loads(path.read_text())["configs"].values() if path.exists() else []
+    measured = [c["targets"] for c in configs if "targets" in c]
+    rows = []
+    for key, label, target in (
+        ("batching_on_over_off", "batching on / off, c=64", 3),
+        ("server_over_in_process", "Ferry / in-process at the batch formed, c=64", 0.8),
+    ):
+        values = [t[key] for t in measured if t.get(key) is not None]
+        weakest = min(values) if values else None
+        rows.append(
+            ratio_row(
+                f"GPU ({len(values)} configs, the weakest): {label}", weakest, 1.0 if values else None, target
+            )
+        )
     return rows
 
 
@@ -1041,10 +1070,57 @@ def write_report(command: str) -> None:
                     ),
                     "",
                 ]
+    out += gpu_section()
     out += request_cost_section()
     out += engine_section()
     (BENCH / "RESULTS.md").write_text("\n".join(out))
     plot(records)
+
+
+def gpu_section() -> list[str]:
+    """The GPU case (``benchmarks/gpu.py``, results/gpu.json), or how to take it where none was measured."""
+    path = RESULTS / "gpu.json"
+    head = ["## GPU case: digits CNN and ResNet-18, ONNX CUDA and torch CUDA, fp32 and fp16", ""]
+    if not path.exists():
+        return [
+            *head,
+            "Not measured: no machine with a GPU has run it yet. `python benchmarks/gpu.py` on one writes",
+            "results/gpu.json, which this section then shows (targets: batching on / off >= 3 at 64 connections,",
+            "the server >= 0.8 of in-process throughput at the batch size it formed); benchmarks/README.md says",
+            "what to install. The same code runs on CPU in the test suite (`tests/predictor/test_gpu_benchmark.py`).",
+            "",
+        ]
+    gpu = json.loads(path.read_text())
+    out = [
+        *head,
+        f"Device: **{gpu['device']}**; {gpu['when']}; server on CPUs {gpu['server_cpus']}, wrk on "
+        f"{gpu['client_cpus']}; {gpu['runs']} run(s) of {gpu['seconds']:.0f} s per point; ResNet input "
+        f"3x{gpu['side']}x{gpu['side']}; V2 REST binary; `{gpu['command']}`.",
+        "",
+        "| model | backend | precision | c | on req/s | off req/s | rows/batch | in-process at that batch | "
+        "on / off (>= 3) | on / in-process (>= 0.8) | on p99 ms |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for record in gpu["configs"].values():
+        label = f"| {record['model']} | {record['backend']} | {record['dtype']} |"
+        if "error" in record:
+            out.append(f"{label} – | – | – | – | – | – | – | {record['error'][:160]} |")
+            continue
+        t = record.get("targets", {})
+        c = str(t.get("connections", 64))
+        on = record.get("batching_on", {}).get("points", {}).get(c, {})
+        off = record.get("batching_off", {}).get("points", {}).get(c, {})
+
+        def verdict(value, ok):
+            return f"{fmt(value, digits=2)} {'PASS' if ok else 'MISS'}" if value is not None else "n/a"
+
+        out.append(
+            f"{label} {c} | {fmt(on.get('rps'))} | {fmt(off.get('rps'))} | "
+            f"{fmt(t.get('rows_per_batch'), digits=1)} | {fmt(t.get('in_process_at_batch_rows_per_s'))} | "
+            f"{verdict(t.get('batching_on_over_off'), t.get('batching_pass'))} | "
+            f"{verdict(t.get('server_over_in_process'), t.get('in_process_pass'))} | {fmt(on.get('p99'), 1e3, 2)} |"
+        )
+    return [*out, ""]
 
 
 def engine_section() -> list[str]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 KINDS = ("v2json", "v2binary", "v1json", "grpc")
+DATATYPES = {"float32": "FP32", "float16": "FP16"}  # inputs are FP32, or FP16 for a half-precision ONNX model
 
 
 @dataclass
@@ -26,8 +27,8 @@ class Payload:
 
 
 def build(kind: str, model_name: str, input_name: str, x: np.ndarray) -> Payload:
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    tensor = {"name": input_name, "shape": list(x.shape), "datatype": "FP32"}
+    x = np.ascontiguousarray(x, dtype=np.float16 if x.dtype == np.float16 else np.float32)
+    tensor = {"name": input_name, "shape": list(x.shape), "datatype": DATATYPES[x.dtype.name]}
     infer = f"/v2/models/{model_name}/infer"
     if kind == "v2json":
         body = {"id": "1", "inputs": [{**tensor, "data": x.ravel().tolist()}]}

@@ -78,19 +78,20 @@ class RestApp:
         token = request_headers.set(headers)
         try:
             if self.tracer is None:
-                protocol, response = await self._route(method, path, headers, body)
+                response = await self._route(method, path, headers, body)
             else:
-                protocol, response = await self._traced(method, path, headers, body)
+                response = await self._traced(method, path, headers, body)
         except ServingError as exc:
-            protocol, response = _protocol_of(path), self._error(exc, path)
+            response = self._error(exc, path)
         except Exception:
             log.exception("unhandled error on %s %s", method, path)
-            protocol, response = _protocol_of(path), self.internal_error()
+            response = self.internal_error()
         finally:
             request_headers.reset(token)
         response.headers.append((b"x-request-id", request_id.encode("latin-1")))
         if "traceparent" in headers:
             response.headers.append((b"traceparent", headers["traceparent"].encode("latin-1")))
+        protocol = _protocol_of(path)  # answered or failed alike: a bad V2 body counts as v2
         if protocol != "other":  # v1, v2, seldon; not probes and scrapes
             HTTP_METRICS.latency(protocol, time.perf_counter() - started)
         HTTP_METRICS.request(protocol, response.status)
@@ -105,7 +106,7 @@ class RestApp:
     def internal_error() -> Response:
         return Response(dumps({"error": "internal server error"}), 500)
 
-    async def _traced(self, method: str, path: str, headers: dict, body) -> tuple[str, Response]:
+    async def _traced(self, method: str, path: str, headers: dict, body) -> Response:
         from ferry.tracing import start_server_span
 
         with start_server_span(self.tracer, f"{method} {path}", headers) as span:
@@ -113,12 +114,12 @@ class RestApp:
             span.set_attribute("url.path", path)
             span.set_attribute("ferry.request_id", headers["x-request-id"])
             try:
-                protocol, response = await self._route(method, path, headers, body)
+                response = await self._route(method, path, headers, body)
             except ServingError as exc:
                 span.set_attribute("http.response.status_code", HTTP_STATUS[exc.code])
                 raise
             span.set_attribute("http.response.status_code", response.status)
-            return protocol, response
+            return response
 
     def _error(self, exc: ServingError, path: str) -> Response:
         status = 405 if isinstance(exc, MethodNotAllowed) else HTTP_STATUS[exc.code]
@@ -140,31 +141,31 @@ class RestApp:
         except orjson.JSONDecodeError as exc:
             raise InvalidInput(f"request body is not valid JSON: {exc}") from None
 
-    async def _route(self, method: str, path: str, headers: dict, body) -> tuple[str, Response]:
+    async def _route(self, method: str, path: str, headers: dict, body) -> Response:
         if method == "POST" and path.endswith("/infer") and path.startswith("/v2/models/"):
             # The hot path, without the general routing below: /v2/models/{m}/infer
             name = path[11:-6]
             if name and "/" not in name:
-                return "v2", await self._v2_infer(name, None, headers, body)
+                return await self._v2_infer(name, None, headers, body)
         parts = path.strip("/").split("/")
         head = parts[0]
         if head == "v2":
-            return "v2", await self._v2(method, parts[1:], headers, body)
+            return await self._v2(method, parts[1:], headers, body)
         if head == "v1":
-            return "v1", await self._v1(method, parts[1:], headers, body)
+            return await self._v1(method, parts[1:], headers, body)
         if path in SELDON_PREDICT:
             _expect(method, "POST")
-            return "seldon", await self._seldon_predict(headers, body)
+            return await self._seldon_predict(headers, body)
         if path in SELDON_EXPLAIN:
             _expect(method, "POST")
             handler = self.repository.ready(self.repository.default.name)
-            return "seldon", _ok(await _explain(handler, self._json(body)))
+            return _ok(await _explain(handler, self._json(body)))
         if path == "/metrics":
-            return "other", Response(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST.encode())
+            return Response(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST.encode())
         if path in ("/", "/health/ping", "/live"):
-            return "other", _ok({"status": "alive"})
+            return _ok({"status": "alive"})
         if path in ("/health/status", "/ready"):
-            return "other", self._readiness()
+            return self._readiness()
         raise ModelNotFound(f"no route for {method} {path}")
 
     def _readiness(self) -> Response:
@@ -260,11 +261,12 @@ async def _explain(handler, body) -> dict:
 
 
 def _protocol_of(path: str) -> str:
-    """The metrics label of a request that failed before its route said (a bad V2 body counts as v2)."""
-    if path.startswith("/v2/"):
+    """The metrics label of a request: its path's first segment (v1, v2), Seldon's paths, or other."""
+    if path.startswith("/v2/"):  # the hot path, without the split below
         return "v2"
-    if path.startswith("/v1/"):
-        return "v1"
+    head = path.strip("/").partition("/")[0]
+    if head in ("v1", "v2"):
+        return head
     return "seldon" if path in SELDON_PREDICT or path in SELDON_EXPLAIN else "other"
 
 

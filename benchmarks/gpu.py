@@ -112,7 +112,7 @@ def build(config: Config, side: int) -> Path:
     plus ferry.json (TorchScript; fp16 is Ferry's ``--dtype``, the file stays fp32). Built once, under
     benchmarks/.work/models/gpu or $FERRY_BENCH_MODELS."""
     import torch
-    from ferry.demo.models import write_signature
+    from ferry.demo.models import signature, write_signature
 
     shape = input_shape(config.model, side)
     onnx_dtype = config.dtype if config.backend == "onnx" else "fp32"
@@ -126,21 +126,14 @@ def build(config: Config, side: int) -> Path:
     if config.backend == "torchscript":
         directory.mkdir(parents=True, exist_ok=True)
         torch.jit.trace(module, example).save(str(target))
-        write_signature(
-            directory,
-            {
-                "name": config.model,
-                "inputs": [{"name": "input-0", "datatype": "FP32", "shape": [-1, *shape]}],
-                "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}],
-            },
-        )
+        write_signature(directory, signature(config.model, [-1, *shape], [str(c) for c in range(10)]))
         return directory
     if config.dtype == "fp16":
-        module, example = _HalfInFloatOut(module), example.half()
+        module, example = half_in_float_out(module), example.half()
     return run._export(module, example, target)
 
 
-def _HalfInFloatOut(module):
+def half_in_float_out(module):
     import torch
 
     class HalfInFloatOut(torch.nn.Module):

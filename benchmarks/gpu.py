@@ -45,6 +45,7 @@ BATCHES = (1, 8, 16, 32, 64)
 TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2}
 TARGET_BATCHING = 3.0
 TARGET_IN_PROCESS = 0.8
+INPUT_NAME = "input-0"  # the input of every model here (run._export, ferry.demo.models)
 
 
 @dataclass(frozen=True)
@@ -171,11 +172,11 @@ def in_process_runner(config: Config, directory: Path, device: str):
                     f"onnxruntime {ort.__version__} has no CUDAExecutionProvider "
                     f"(providers: {ort.get_available_providers()}): install onnxruntime-gpu"
                 )
-            providers = [("CUDAExecutionProvider", {"device_id": int(device.partition(":")[2] or 0)})]
+            providers = [("CUDAExecutionProvider", {"device_id": device_index(device)})]
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         session = ort.InferenceSession(str(directory / "model.onnx"), options, providers=providers)
-        return lambda x: session.run(None, {"input-0": x})[0]
+        return lambda x: session.run(None, {INPUT_NAME: x})[0]
     import torch
 
     if device == "cpu":
@@ -192,35 +193,8 @@ def in_process_runner(config: Config, directory: Path, device: str):
 
 
 def in_process(call, config: Config, side: int, seconds: float) -> dict[str, float]:
-    """Rows/s per batch size, on the server's CPUs (as run.raw_ort does for the CPU cases)."""
-    previous = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, _cpus(run.SERVER_CPU))
-    try:
-        return _rows_per_s(call, config, side, seconds)
-    finally:
-        os.sched_setaffinity(0, previous)
-
-
-def _cpus(spec: str) -> set[int]:
-    found = set()
-    for part in spec.split(","):
-        low, _, high = part.partition("-")
-        found.update(range(int(low), int(high or low) + 1))
-    return found
-
-
-def _rows_per_s(call, config: Config, side: int, seconds: float) -> dict[str, float]:
-    found = {}
-    for size in BATCHES:
-        x = example(config, side, size)
-        for _ in range(5):
-            call(x)
-        calls, started = 0, time.perf_counter()
-        while time.perf_counter() - started < seconds:
-            call(x)
-            calls += 1
-        found[str(size)] = calls * size / (time.perf_counter() - started)
-    return found
+    """Rows/s per batch size on the server's CPUs, as run.raw_ort measures the CPU cases' ceiling."""
+    return run.rows_per_second(call, lambda rows: example(config, side, rows), BATCHES, seconds, warmup=5)
 
 
 # -------------------------------------------------------------------------------------------------- the server
@@ -240,7 +214,7 @@ def measure_server(config, directory, device, batching, x, expected, args, log_d
         peer, config.model, directory, log_dir, tuple(server_flags(config, device, batching))
     )
     try:
-        payload = payloads.build("v2binary", config.model, "input-0", x)
+        payload = payloads.build("v2binary", config.model, INPUT_NAME, x)
         problem = run.check(server, payload, expected, TOLERANCE[config.dtype])
         if problem:
             return {"error": f"wrong answer: {problem}"}
@@ -307,12 +281,16 @@ def _short(entry: dict) -> str:
     )
 
 
+def device_index(device: str) -> int:
+    return int(device.partition(":")[2] or 0)  # "cuda" is "cuda:0"
+
+
 def device_name(device: str) -> str:
     if device == "cpu":
         return f"CPU only ({platform.processor() or platform.machine()})"
     import torch
 
-    index = int(device.partition(":")[2] or 0)
+    index = device_index(device)
     memory = torch.cuda.get_device_properties(index).total_memory / 2**30
     return f"{torch.cuda.get_device_name(index)} ({memory:.0f} GiB), CUDA {torch.version.cuda}"
 

@@ -159,24 +159,41 @@ def example_input(session, rows: int = 1) -> np.ndarray:
 
 def raw_ort(directory: Path, batches=(1, 2, 4, 8, 16, 32, 64), seconds: float = 0.5) -> dict:
     """Ceiling: in-process onnxruntime rows/s per batch size, on the server's core."""
+    session = ort_session(directory)
+    name = session.get_inputs()[0].name
+    return rows_per_second(
+        lambda x: session.run(None, {name: x}), lambda rows: example_input(session, rows), batches, seconds
+    )
+
+
+def rows_per_second(call, example, batches, seconds: float, warmup: int = 20) -> dict[str, float]:
+    """In-process rows/s of ``call(example(rows))`` per batch size (keys as JSON writes them), pinned to the
+    server's CPUs: the ceiling a server on those CPUs is held against."""
     previous = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {int(SERVER_CPU)})
+    os.sched_setaffinity(0, cpu_set(SERVER_CPU))
     try:
-        session = ort_session(directory)
-        name = session.get_inputs()[0].name
         found = {}
         for size in batches:
-            x = example_input(session, size)
-            for _ in range(20):
-                session.run(None, {name: x})
+            x = example(size)
+            for _ in range(warmup):
+                call(x)
             calls, started = 0, time.perf_counter()
             while time.perf_counter() - started < seconds:
-                session.run(None, {name: x})
+                call(x)
                 calls += 1
-            found[size] = calls * size / (time.perf_counter() - started)
+            found[str(size)] = calls * size / (time.perf_counter() - started)
         return found
     finally:
         os.sched_setaffinity(0, previous)
+
+
+def cpu_set(spec: str) -> set[int]:
+    """taskset's list form ("0", "0-3", "0,2-3") as CPU numbers."""
+    found = set()
+    for part in spec.split(","):
+        low, _, high = part.partition("-")
+        found.update(range(int(low), int(high or low) + 1))
+    return found
 
 
 # ----------------------------------------------------------------------------------------------------- peers
@@ -746,9 +763,13 @@ def point(records: dict, case: str, peer: str, connections: int) -> dict:
 
 
 def ratio_row(name: str, numerator, denominator, target: float, op: str = ">=") -> tuple:
-    if not numerator or not denominator:
+    value = numerator / denominator if numerator and denominator else None
+    return target_row(name, value, target, op)
+
+
+def target_row(name: str, value, target: float, op: str = ">=") -> tuple:
+    if value is None:
         return (name, None, target, op, "n/a (not measured)")
-    value = numerator / denominator
     ok = value >= target if op == ">=" else value <= target
     return (name, value, target, op, "PASS" if ok else "MISS")
 
@@ -963,9 +984,8 @@ def targets(records: dict) -> list[tuple]:
 
 def gpu_targets() -> list[tuple]:
     """The GPU case's two targets, each the weakest over every model, backend and precision measured."""
-    path = RESULTS / "gpu.json"
-    configs = json.loads(path.read_text())["configs"].values() if path.exists() else []
-    measured = [c["targets"] for c in configs if "targets" in c]
+    gpu = gpu_results()
+    measured = [c["targets"] for c in gpu["configs"].values() if "targets" in c] if gpu else []
     rows = []
     for key, label, target in (
         ("batching_on_over_off", "batching on / off, c=64", 3),
@@ -973,12 +993,14 @@ def gpu_targets() -> list[tuple]:
     ):
         values = [t[key] for t in measured if t.get(key) is not None]
         weakest = min(values) if values else None
-        rows.append(
-            ratio_row(
-                f"GPU ({len(values)} configs, the weakest): {label}", weakest, 1.0 if values else None, target
-            )
-        )
+        rows.append(target_row(f"GPU ({len(values)} configs, the weakest): {label}", weakest, target))
     return rows
+
+
+def gpu_results() -> dict | None:
+    """``benchmarks/gpu.py``'s results/gpu.json, if a GPU machine has written one."""
+    path = RESULTS / "gpu.json"
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def write_report(command: str) -> None:
@@ -1079,9 +1101,9 @@ def write_report(command: str) -> None:
 
 def gpu_section() -> list[str]:
     """The GPU case (``benchmarks/gpu.py``, results/gpu.json), or how to take it where none was measured."""
-    path = RESULTS / "gpu.json"
+    gpu = gpu_results()
     head = ["## GPU case: digits CNN and ResNet-18, ONNX CUDA and torch CUDA, fp32 and fp16", ""]
-    if not path.exists():
+    if gpu is None:
         return [
             *head,
             "Not measured: no machine with a GPU has run it yet. `python benchmarks/gpu.py` on one writes",
@@ -1090,7 +1112,6 @@ def gpu_section() -> list[str]:
             "what to install. The same code runs on CPU in the test suite (`tests/predictor/test_gpu_benchmark.py`).",
             "",
         ]
-    gpu = json.loads(path.read_text())
     out = [
         *head,
         f"Device: **{gpu['device']}**; {gpu['when']}; server on CPUs {gpu['server_cpus']}, wrk on "

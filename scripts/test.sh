@@ -4,6 +4,13 @@
 # Each image's tests run in that image's own environment (their dependency sets conflict; see README).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# What the tests start besides Python: installed now if missing (as root), else the run stops with the command.
+scripts/system-deps.sh redis-server wrk docker-compose || exit 2
+if [[ -z ${KUSTOMIZE:-} ]] && ! command -v kustomize >/dev/null && ! command -v kubectl >/dev/null; then
+  echo "The manifest tests render k8s/ with kustomize: install kubectl (it has kustomize built in) or set" >&2
+  echo "KUSTOMIZE=/path/to/kustomize, then run this again." >&2
+  exit 2
+fi
 scripts/envs.sh all || exit 1
 
 results=$(mktemp -d)
@@ -24,8 +31,11 @@ run_suite() {  # name venv test-paths...
   echo "==> $name tests (${venv}): ${paths[*]}"
   "$venv/bin/python" -m pytest "${paths[@]}" -q -rs --junitxml="$results/$name.xml" "${EXTRA[@]}"
   local rc=$?
-  # pytest exits 5 when it collected nothing: that is not a failure of the code, but say so.
-  if [[ $rc -ne 0 && $rc -ne 5 ]]; then status=1; fi
+  # Any non-zero exit fails the run, 5 ("no tests collected") included: a suite that tests nothing is broken.
+  if [[ $rc -ne 0 ]]; then
+    [[ $rc -eq 5 ]] && echo "!! $name: pytest collected no test" >&2
+    status=1
+  fi
 }
 
 EXTRA=("$@")
@@ -33,18 +43,26 @@ run_suite predictor .venv tests/predictor tests/server tests/demo tests/transfor
 run_suite mlserver .venv-mlserver tests/mlserver
 run_suite explainer .venv-explainer tests/explainer
 
-# One closing line over every suite.
+# Every skip with its reason (only a missing device may skip: tests/conftest.py fails any other), then one
+# closing line over every suite.
 python3 - "$results" <<'PY'
 import sys, pathlib, xml.etree.ElementTree as ET
 totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
-for path in pathlib.Path(sys.argv[1]).glob("*.xml"):
+skips = []
+for path in sorted(pathlib.Path(sys.argv[1]).glob("*.xml")):
     root = ET.parse(path).getroot()
     for suite in ([root] if root.tag == "testsuite" else root.iter("testsuite")):
         for key in totals:
             totals[key] += int(suite.get(key, 0))
+        for case in suite.iter("testcase"):
+            for skipped in case.iter("skipped"):
+                reason = (skipped.get("message") or "").removeprefix("collection skipped: ")
+                skips.append(f"  {path.stem}: {case.get('classname')}::{case.get('name')}: {reason}")
+if skips:
+    print(f"skipped ({len(skips)}):", *skips, sep="\n")
 failed = totals["failures"] + totals["errors"]
 passed = totals["tests"] - failed - totals["skipped"]
-print(f"all suites: {passed} passed, {failed} failed, {totals['skipped']} skipped")
+print(f"total: {passed} passed, {failed} failed, {totals['skipped']} skipped")
 PY
 rm -rf "$results"
 exit $status

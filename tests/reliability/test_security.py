@@ -170,23 +170,21 @@ def test_no_credentials_or_payloads_in_logs_at_info(tmp_path):
 def test_runs_as_uid_1000_on_a_read_only_root_filesystem(tmp_path):
     """As Kubernetes runs the image with readOnlyRootFilesystem and an emptyDir at /tmp: a private mount
     namespace where / is read-only and one directory is writable, the server running as uid 1000."""
-    writable = Path(tempfile.mkdtemp(prefix="ferry-emptydir-"))
-    model_dir = Path(tempfile.mkdtemp(prefix="ferry-model-"))
-    pyenv = Path(tempfile.mkdtemp(prefix="ferry-pyenv-"))
+    # /tmp itself, not $TMPDIR: uid 1000 must reach these whatever folder the tests run from, and the folders
+    # moved aside by uncover_commands must not lie inside a folder it covers.
+    writable = Path(tempfile.mkdtemp(prefix="ferry-emptydir-", dir="/tmp"))
+    model_dir = Path(tempfile.mkdtemp(prefix="ferry-model-", dir="/tmp"))
+    sides = Path(tempfile.mkdtemp(prefix="ferry-uncover-", dir="/tmp"))
     try:
         module = mlp(4, 8, 2)
         export(module, model_dir / "churn", "onnx", 4, 2)
         for path in [writable, model_dir, *model_dir.rglob("*")]:
             path.chmod(0o777 if path == writable else 0o755 if path.is_dir() else 0o644)
         http_port, grpc_port = free_port(), free_port()
-        # Where the interpreter lives under a 0700 /root (pyenv), open just that to uid 1000 (an image keeps
-        # Python under /usr/local).
-        uncover = ""
-        if os.path.realpath(sys.executable).startswith("/root/.pyenv/"):
-            uncover = (
-                f"mount --bind /root/.pyenv {pyenv} && mount -t tmpfs -o mode=755 tmpfs /root && "
-                f"mkdir /root/.pyenv && mount --bind {pyenv} /root/.pyenv &&"
-            )
+        # An image keeps Python under /usr/local; here the interpreter, the environment and the checkout may sit
+        # under folders uid 1000 cannot enter (a 0700 /root for pyenv, a private temporary folder for a clone).
+        needed = [Path(sys.executable), Path(sys.base_prefix), Path(sys.prefix), REPO]
+        uncover = uncover_commands(needed, sides)
         inner = " ".join(
             [
                 uncover,
@@ -224,7 +222,35 @@ def test_runs_as_uid_1000_on_a_read_only_root_filesystem(tmp_path):
     finally:
         shutil.rmtree(writable, ignore_errors=True)
         shutil.rmtree(model_dir, ignore_errors=True)
-        pyenv.rmdir()
+        shutil.rmtree(sides, ignore_errors=True)
+
+
+def uncover_commands(paths: list[Path], sides: Path) -> str:
+    """Shell commands, for a private mount namespace, that let any user read ``paths`` through folders only their
+    owner may enter, without changing a permission on disk: each such folder is moved aside (a bind mount under
+    ``sides``), covered with an empty world-readable tmpfs, and just the entries on the way to ``paths`` are bound
+    back into it, read-only like the rest of the root filesystem."""
+    entries: dict[Path, set[str]] = {}
+    for path in paths:
+        for resolved in {path.absolute(), path.resolve()}:
+            for folder, child in zip(reversed(resolved.parents), resolved.parts[1:], strict=True):
+                if not folder.stat().st_mode & 0o001:
+                    entries.setdefault(folder, set()).add(child)
+    commands = []
+    # Outer folders first: an inner one is reached through the bind mounts made for the outer.
+    for index, folder in enumerate(sorted(entries, key=lambda f: len(f.parts))):
+        side = sides / str(index)
+        side.mkdir()
+        commands += [f"mount --bind {folder} {side}", f"mount -t tmpfs -o mode=755 tmpfs {folder}"]
+        for child in sorted(entries[folder]):
+            make = "mkdir" if (folder / child).is_dir() else "touch"
+            commands += [
+                f"{make} {folder / child}",
+                f"mount --bind {side / child} {folder / child}",
+                f"mount -o remount,ro,bind {folder / child}",
+            ]
+        commands.append(f"mount -o remount,ro {folder}")
+    return "".join(f"{command} && " for command in commands)
 
 
 def _child_pid(pid: int) -> int:

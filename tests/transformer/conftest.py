@@ -125,7 +125,7 @@ class RedisServer:
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is not installed (apt-get install redis-server; .ci/run does)")
+        pytest.fail("redis-server is not installed (make test installs it: scripts/system-deps.sh redis-server)")
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     server.start()
     yield server

@@ -37,7 +37,8 @@ RUN groupadd --gid 1000 ferry \
     && useradd --uid 1000 --gid 1000 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin ferry
 COPY --from=builder /opt/venv /opt/venv
 # With no model-settings.json under the model folder, MLServer builds the model from the MLSERVER_MODEL_*
-# variables (as KServe's MLServer runtime does); a folder with model-settings.json files overrides them.
+# variables (as KServe's MLServer runtime does; ferry-mlserver points MLSERVER_MODEL_URI at the folder); a folder
+# with model-settings.json files overrides them.
 # parallel_workers 0: one process owns the model (and the GPU); MLServer's worker pool pickles every request
 # and measured ~3x slower. MLServer's metrics folder is relative to the working directory, /tmp.
 ENV PATH=/opt/venv/bin:$PATH \
@@ -54,11 +55,15 @@ ENV PATH=/opt/venv/bin:$PATH \
     MLSERVER_PARALLEL_WORKERS=0 \
     MLSERVER_MODEL_NAME=model \
     MLSERVER_MODEL_IMPLEMENTATION=ferry.adapters.mlserver.FerryRuntime \
-    MLSERVER_MODEL_URI=/mnt/models
+    MLSERVER_MODELS_DIR=/mnt/models
 WORKDIR /tmp
 USER 1000:1000
 EXPOSE 8080 8081 8082
 HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request as u; sys.exit(u.urlopen('http://127.0.0.1:8080/v2/health/ready', timeout=4).status != 200)"]
-ENTRYPOINT ["mlserver", "start"]
-CMD ["/mnt/models"]
+# ferry-mlserver: `mlserver start` on the folder given as the argument, else on $MLSERVER_MODELS_DIR, as MLServer's
+# own image does. Seldon Core 2's ServerConfig sets no command, only MLSERVER_MODELS_DIR=/mnt/agent/models, where
+# its agent writes the models it schedules before loading them through the repository API. KServe and Seldon
+# Core 1 pass their own command (`mlserver start /mnt/models`). See ferry/adapters/mlserver_start.py.
+ENTRYPOINT ["ferry-mlserver"]
+CMD []

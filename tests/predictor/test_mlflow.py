@@ -44,6 +44,9 @@ def tracking_env(demo_dir):
         ("models:/churn-classifier@Production", "onnxruntime_onnx"),
         ("models:/churn-classifier/2", "onnxruntime_onnx"),
         ("models:/churn-classifier/1", None),
+        # Stage URIs, as Seldon's MLflow examples write them: the same registry, resolved by stage.
+        ("models:/churn-classifier/Production", "onnxruntime_onnx"),
+        ("models:/churn-classifier/Staging", None),
     ],
 )
 def test_registry_uris(uri, platform, tracking_env, onnx_reference, tmp_path):

@@ -125,7 +125,9 @@ class RedisServer:
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is not installed (make test installs it: scripts/system-deps.sh redis-server)")
+        pytest.fail(
+            "redis-server is not installed (make test installs it: scripts/system-deps.sh redis-server)"
+        )
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     server.start()
     yield server

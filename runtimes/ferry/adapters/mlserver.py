@@ -13,6 +13,7 @@ requests) and, for GPU models, ``parallel_workers: 0`` so that one process owns 
 from __future__ import annotations
 
 import contextlib
+import os
 
 import prometheus_client
 from mlserver import MLModel
@@ -62,6 +63,16 @@ class FerryRuntime(MLModel):
         super().__init__(settings)
         self.predictor: Predictor | None = None
 
+    async def _model_uri(self) -> str:
+        """``parameters.uri``: relative paths are relative to model-settings.json, other URIs go to Ferry's storage.
+        Without one, the folder that holds model-settings.json: the layout Seldon Core 2's agent writes (the
+        model's files beside its settings), where MLServer itself would refuse the model."""
+        parameters = self.settings.parameters
+        source = getattr(self.settings, "_source", None)
+        if (parameters is None or not parameters.uri) and source:
+            return os.path.dirname(source)
+        return await get_model_uri(self.settings)
+
     async def load(self) -> bool:
         extra = self.settings.parameters.extra if self.settings.parameters else {}
         try:
@@ -74,8 +85,7 @@ class FerryRuntime(MLModel):
             raise MLServerError(
                 f"model {self.name!r}: invalid Ferry setting in parameters.extra: {problems}"
             ) from None
-        # Relative paths are relative to model-settings.json; other URIs are passed through to Ferry's storage.
-        uri = await get_model_uri(self.settings)
+        uri = await self._model_uri()
         self.predictor = Predictor(self.name, uri, ferry_settings)
         try:
             # Runs on MLServer's event loop, where the batcher's asyncio objects must live.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,6 +76,14 @@ def register_churn(
                 registered_model_name=REGISTERED_MODEL,
             )
         client.set_registered_model_alias(REGISTERED_MODEL, ALIAS, onnx_info.registered_model_version)
+        # Stages too (deprecated by MLflow for aliases, still what many registries and Seldon examples use:
+        # models:/NAME/Production): the onnx version in Production, the pytorch one in Staging.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            for version, stage in ((onnx_info, "Production"), (pytorch_info, "Staging")):
+                client.transition_model_version_stage(
+                    REGISTERED_MODEL, version.registered_model_version, stage
+                )
 
         onnx_probabilities = onnxruntime.InferenceSession(
             str(onnx_path), providers=["CPUExecutionProvider"]
@@ -106,6 +115,10 @@ def register_churn(
             str(onnx_info.registered_model_version): {"flavor": "onnx", "model_uri": onnx_info.model_uri},
         },
         "aliases": {ALIAS: str(onnx_info.registered_model_version)},
+        "stages": {
+            "Production": str(onnx_info.registered_model_version),
+            "Staging": str(pytorch_info.registered_model_version),
+        },
         "production_uri": f"models:/{REGISTERED_MODEL}@{ALIAS}",
         "max_abs_diff": differences,
         "requirements": {"pytorch": [torch_requirement], "onnx": onnx_requirements},

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -100,7 +101,8 @@ class Predictor:
         self.version = "1"
         self.source = str(source)
         self.settings = settings
-        self.cache_dir = cache_dir or Path("/tmp/ferry-models")
+        # Hosts that build a Predictor themselves (MLServer, kserve.ModelServer) honour the images' FERRY_CACHE_DIR too.
+        self.cache_dir = cache_dir or Path(os.environ.get("FERRY_CACHE_DIR") or "/tmp/ferry-models")
         self.ready = False
         self.signature: Signature | None = None
         self.platform = ""

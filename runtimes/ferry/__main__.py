@@ -13,6 +13,7 @@ os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
 
 from ferry import logs, storage
 from ferry.errors import ServingError
+from ferry.explain_proxy import ExplainerProxy
 from ferry.model import Predictor
 from ferry.repository import Repository
 from ferry.settings import ModelSettings, PredictorSettings, parse_settings
@@ -57,6 +58,13 @@ def main(argv: list[str] | None = None) -> int:
             drain_timeout_s=settings.drain_timeout_s,
             idle_timeout_s=settings.idle_timeout_s,
             otel_endpoint=settings.otel_endpoint,
+            explainer=ExplainerProxy(
+                settings.explainer_url,
+                settings.explainer_model_name or settings.model_name,
+                settings.explainer_timeout_s,
+            )
+            if settings.explainer_url
+            else None,
         ),
     )
 

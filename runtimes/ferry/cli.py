@@ -37,6 +37,8 @@ def _venv_bin(venv: str, program: str) -> str:
 def stack(demo: Path, args: argparse.Namespace) -> list[Component]:
     """The processes of the local stack, each started from its own image's environment."""
     predictor = f"http://127.0.0.1:{args.predictor_port}"
+    explainer_url = f"http://127.0.0.1:{args.explainer_port}"
+    has_explainer = _module_exists(".venv-explainer", "ferry_explain.__main__")
     components = [
         Component(
             "predictor",
@@ -47,12 +49,15 @@ def stack(demo: Path, args: argparse.Namespace) -> list[Component]:
                 f"--http_port={args.predictor_port}",
                 f"--grpc_port={args.predictor_grpc_port}",
                 "--host=127.0.0.1",
+                # Seldon clients send explain to the predictor's address too (examples/seldon/seldon_client.py).
+                *([f"--explainer_url={explainer_url}"] if has_explainer else []),
             ],
             f"{predictor}/v2/health/ready",
             [
                 f"{predictor}/v2/models/churn/infer   (V2 REST; gRPC on 127.0.0.1:{args.predictor_grpc_port})",
                 f"{predictor}/v1/models/churn:predict (KServe V1)",
                 f"{predictor}/api/v1.0/predictions    (Seldon)",
+                f"{predictor}/api/v1.0/explain        (Seldon, forwarded to the explainer)",
                 f"{predictor}/metrics",
             ],
         )
@@ -79,8 +84,8 @@ def stack(demo: Path, args: argparse.Namespace) -> list[Component]:
                 [f"{url}/v1/models/churn-transformer:predict  (customer ids in)"],
             )
         )
-    if _module_exists(".venv-explainer", "ferry_explain.__main__"):
-        url = f"http://127.0.0.1:{args.explainer_port}"
+    if has_explainer:
+        url = explainer_url
         components.append(
             Component(
                 "explainer",

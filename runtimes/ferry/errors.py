@@ -80,10 +80,11 @@ def _upstream_message(body: bytes) -> str:
     return str(payload)[:500]
 
 
-def upstream_status_error(status: int, body: bytes, where: str) -> ServingError:
-    """The one table for a predictor's HTTP answer that is not 200, as the transformer and the explainer see
-    it: its 503/429 -> not ready here either, 504 -> deadline, other 4xx -> the caller's input, else 502."""
-    message = f"predictor ({where}) answered {status}: {_upstream_message(body)}"
+def upstream_status_error(status: int, body: bytes, where: str, service: str = "predictor") -> ServingError:
+    """The one table for an upstream HTTP answer that is not 200 (the predictor, as the transformer and the
+    explainer see it; the explainer, as the predictor forwarding explain sees it): its 503/429 -> not ready here
+    either, 504 -> deadline, other 4xx -> the caller's input, else 502."""
+    message = f"{service} ({where}) answered {status}: {_upstream_message(body)}"
     if status in (503, 429):
         return NotReady(message)
     if status == 504:

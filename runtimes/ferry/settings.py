@@ -105,6 +105,16 @@ class PredictorSettings(ModelSettings):
         ge=0,
         description="Close an HTTP keep-alive connection (GOAWAY on gRPC) idle this long (0: never).",
     )
+    explainer_url: str = Field(
+        "",
+        pattern=r"^(https?://\S+)?$",
+        description="Forward explain calls made to this predictor (Seldon's /api/v1.0/explain, KServe's :explain) "
+        "to Ferry's explainer at this URL, e.g. http://churn-explainer:9000 (empty: explain is 404 here).",
+    )
+    explainer_model_name: str = Field(
+        "", description="The model name the explainer serves (default: --model_name), for :explain."
+    )
+    explainer_timeout_s: float = Field(120.0, gt=0, description="Deadline of a forwarded explanation.")
 
     model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
 

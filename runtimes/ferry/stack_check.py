@@ -4,7 +4,8 @@ reference computed here, in-process, from the same demo artifacts the stack serv
 - the predictor's probabilities (V2 REST, V2 gRPC, V1, Seldon) against onnxruntime run on the demo ONNX model;
 - the transformer's churn probabilities and risk labels against the newest feature rows of the demo's Feast
   data, run through the same model and labelled with the transformer's default thresholds;
-- the explainer's predicted class against the model's, and its anchor against the model's feature names.
+- the explainer's predicted class against the model's, and its anchor against the model's feature names, asked
+  of the explainer and of the predictor's address (which forwards it), as Seldon clients do.
 
 Each check prints one line, PASS or FAIL with the reason; the exit code is 0 only if every check passed."""
 
@@ -142,9 +143,9 @@ def run_checks(args: argparse.Namespace) -> int:
             raise Mismatch(f"interpretations: got {body['interpretations']}, expected {labels}")
         return f"{_same(body['predictions'], churn, 'churn probabilities')}, {labels}"
 
-    def seldon_explain():
+    def explained(base: str) -> str:
         body = _ok(
-            client.post(f"{explainer}/api/v1.0/explain", json={"data": {"ndarray": [SEED_ROW]}}, timeout=120)
+            client.post(f"{base}/api/v1.0/explain", json={"data": {"ndarray": [SEED_ROW]}}, timeout=120)
         )
         summary = body["summary"]
         expected = reference.class_names[int(np.argmax(seed_probabilities))]
@@ -162,7 +163,8 @@ def run_checks(args: argparse.Namespace) -> int:
     check("KServe V1 predict", kserve_v1)
     check("Seldon predict", seldon_predict)
     check("Transformer enrichment (customer ids -> Feast -> predictor)", transformer_enrich)
-    check("Seldon explain", seldon_explain)
-    total = 6
+    check("Seldon explain (the explainer)", lambda: explained(explainer))
+    check("Seldon explain at the predictor's address (seldon_client.py)", lambda: explained(predictor))
+    total = 7
     print(f"\n{total - failures} passed, {failures} failed")
     return 1 if failures else 0

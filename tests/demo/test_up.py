@@ -4,7 +4,9 @@ project's environments, every endpoint answers the user's requests with the in-p
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import re
 import signal
 import socket
 import subprocess
@@ -85,7 +87,7 @@ def test_check_passes_on_the_running_stack(stack, demo_dir):
     _, ports, _ = stack
     done = _check(demo_dir, ports)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "6 passed, 0 failed" in done.stdout
+    assert "7 passed, 0 failed" in done.stdout
     # Each answer was compared with the in-process model, not just accepted.
     assert done.stdout.count("matches the in-process model") == 5, done.stdout
 
@@ -95,7 +97,7 @@ def test_check_fails_when_a_component_is_down(stack, demo_dir):
     down = {**ports, "explainer_port": free_port()}  # nothing listens there
     done = _check(demo_dir, down)
     assert done.returncode == 1, done.stdout
-    assert "FAIL  Seldon explain" in done.stdout and "5 passed, 1 failed" in done.stdout
+    assert "FAIL  Seldon explain (the explainer)" in done.stdout and "6 passed, 1 failed" in done.stdout
 
 
 def test_check_fails_when_the_predictor_answers_wrong(stack, demo_dir, tmp_path):
@@ -117,6 +119,29 @@ def test_check_fails_when_the_predictor_answers_wrong(stack, demo_dir, tmp_path)
     assert done.returncode == 1, done.stdout
     for name in ("KServe V2 predict (REST)", "KServe V2 predict (gRPC)", "KServe V1 predict"):
         assert f"FAIL  {name}" in done.stdout and "expected" in done.stdout, done.stdout
+
+
+def test_the_users_seldon_client_runs_unchanged(stack, tmp_path):
+    """examples/seldon/seldon_client.py, verbatim but for its URL: predict and explain at one address."""
+    _, ports, _ = stack
+    source = (REPO / "examples" / "seldon" / "seldon_client.py").read_text()
+    url = f"http://127.0.0.1:{ports['predictor_port']}/api/v1.0/predictions"
+    script = re.sub(r'^SELDON_URL = ".*"$', f"SELDON_URL = {url!r}", source, count=1, flags=re.MULTILINE)
+    assert script != source
+    (tmp_path / "seldon_client.py").write_text(script)
+    done = subprocess.run(
+        [str(REPO / ".venv" / "bin" / "python"), "seldon_client.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    prediction, explanation = (line.split(": ", 1)[1] for line in done.stdout.splitlines()[-2:])
+    prediction, explanation = ast.literal_eval(prediction), ast.literal_eval(explanation)
+    assert prediction["data"]["names"] == ["no_churn", "churn"] and len(prediction["data"]["ndarray"]) == 1
+    predicted = prediction["data"]["names"][max(range(2), key=lambda i: prediction["data"]["ndarray"][0][i])]
+    assert explanation["summary"]["prediction"] == predicted, explanation
 
 
 def test_ctrl_c_stops_every_component(stack):

@@ -14,11 +14,15 @@ import gc
 import logging
 import signal
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ferry.repository import Repository
 from ferry.server.http import HttpServer
 from ferry.server.rest import RestApp
 from ferry.tracing import configure as configure_tracing
+
+if TYPE_CHECKING:
+    from ferry.explain_proxy import ExplainerProxy
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +39,7 @@ class ServeOptions:
     idle_timeout_s: float = 75.0  # above the 60 s idle timeouts of common load balancers, so they close first
     server_name: str = "ferry"
     otel_endpoint: str = ""
+    explainer: ExplainerProxy | None = None  # a predictor's explain calls forwarded to Ferry's explainer
 
 
 def serve(repository: Repository, options: ServeOptions) -> int:
@@ -63,6 +68,7 @@ async def _serve(repository: Repository, options: ServeOptions) -> int:
         max_body_bytes=options.max_body_bytes,
         server_name=options.server_name,
         tracer=configure_tracing(options.otel_endpoint, options.server_name),
+        explainer=options.explainer,
     )
     http = HttpServer(app, idle_timeout_s=options.idle_timeout_s)
     grpc_server = None
@@ -108,6 +114,8 @@ async def _serve(repository: Repository, options: ServeOptions) -> int:
         stopping.append(grpc_server.shutdown(options.drain_timeout_s))
     await asyncio.gather(*stopping)
     await repository.close(options.drain_timeout_s)
+    if options.explainer is not None:
+        await options.explainer.close()
     return exit_code
 
 

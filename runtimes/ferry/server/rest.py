@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -17,6 +18,9 @@ from ferry.errors import ErrorCode, InvalidInput, ModelNotFound, PayloadTooLarge
 from ferry.metrics import HTTP_METRICS, REGISTRY
 from ferry.protocol import v1, v2
 from ferry.repository import Repository
+
+if TYPE_CHECKING:
+    from ferry.explain_proxy import ExplainerProxy
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +67,11 @@ class RestApp:
         max_body_bytes: int = 64 << 20,
         server_name: str = "ferry",
         tracer=None,
+        explainer: ExplainerProxy | None = None,
     ):
         self.repository = repository
         self.tracer = tracer
+        self.explainer = explainer
         self.max_body_bytes = max_body_bytes
         self.server_name = server_name
 
@@ -159,7 +165,7 @@ class RestApp:
         if path in SELDON_EXPLAIN:
             _expect(method, "POST")
             handler = self.repository.ready(self.repository.default.name)
-            return _ok(await _explain(handler, self._json(body)))
+            return _ok(await self._explain(handler, self._json(body), seldon=True))
         if path == "/metrics":
             return Response(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST.encode())
         if path in ("/", "/health/ping", "/live"):
@@ -236,8 +242,21 @@ class RestApp:
                 outputs = await handler.infer(v1.decode_v1(body, handler.signature))
                 return _ok(v1.encode_v1(outputs))
             if verb == "explain":
-                return _ok(await _explain(handler, body))
+                return _ok(await self._explain(handler, body, seldon=False))
         raise ModelNotFound(f"no V1 route for {method} /v1/{'/'.join(parts)}")
+
+    async def _explain(self, handler, body, *, seldon: bool) -> dict:
+        """The handler's own explanation (the explainer server), else the configured explainer's (a predictor
+        started with --explainer_url), else 404."""
+        explain = getattr(handler, "explain_v1", None)
+        if explain is not None:
+            return await explain(body)
+        if self.explainer is not None:
+            return await self.explainer.explain(body, seldon=seldon)
+        raise ModelNotFound(
+            f"model {handler.name!r} does not explain: start the predictor with --explainer_url to forward "
+            "explanations to Ferry's explainer (KServe routes :explain to the InferenceService's explainer)"
+        )
 
     async def _seldon_predict(self, headers: dict, body) -> Response:
         handler = self.repository.ready(self.repository.default.name)
@@ -249,15 +268,6 @@ class RestApp:
         if isinstance(body.get("meta"), dict) and "puid" in body["meta"]:
             meta["puid"] = body["meta"]["puid"]
         return _ok(v1.encode_seldon(outputs, form, names, meta))
-
-
-async def _explain(handler, body) -> dict:
-    explain = getattr(handler, "explain_v1", None)
-    if explain is None:
-        raise ModelNotFound(
-            f"model {handler.name!r} does not explain; KServe routes :explain to the InferenceService's explainer"
-        )
-    return await explain(body)
 
 
 def _protocol_of(path: str) -> str:

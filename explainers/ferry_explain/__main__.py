@@ -89,8 +89,35 @@ def _load_saved(predict, directory: Path, *, features, kind: str):
     return engine
 
 
+#: Seldon Core 1's explainer types that Ferry's engines implement (the operator passes the type as a bare word).
+SELDON_TYPES = {"AnchorTabular", "KernelShap"}
+#: Seldon Core 1's --protocol values -> how to call the predictor it names.
+SELDON_PROTOCOLS = {"seldon.http": "seldon", "tensorflow.http": "v1"}
+
+
+def from_seldon_argv(argv: list[str]) -> list[str]:
+    """Seldon Core 1's operator starts an explainer container with its own args, replacing the image's
+    (operator/controllers/seldondeployment_explainers.go): ``--model_name=<graph root> --predictor_host=<host:port>
+    --protocol=seldon.http --http_port=9000 [--storage_uri=/mnt/models] AnchorTabular [--key=value ...]``.
+    Those words become Ferry's flags; everything else passes through unchanged."""
+    translated = []
+    for arg in argv:
+        name, _, value = arg.partition("=")
+        if arg in SELDON_TYPES:
+            translated.append(f"--explainer_type={arg}")
+        elif name == "--protocol":
+            if value not in SELDON_PROTOCOLS:
+                raise SystemExit(f"ferry-explainer: --protocol={value} is not supported (use seldon.http)")
+            translated.append(f"--predictor_protocol={SELDON_PROTOCOLS[value]}")
+        elif name == "--storage_uri":
+            translated.append(f"--model_dir={value}")
+        else:
+            translated.append(arg)
+    return translated
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = from_seldon_argv(list(sys.argv[1:] if argv is None else argv))
     # `--allow_unpickle` is a switch; parse_settings expects a value for every field.
     argv = [
         "--allow_unpickle=true" if arg in ("--allow_unpickle", "--allow-unpickle") else arg for arg in argv

@@ -1,4 +1,5 @@
-"""The explainer's view of the predictor: a synchronous HTTP client (KServe V1 or Open Inference Protocol V2)
+"""The explainer's view of the predictor: a synchronous HTTP client (KServe V1, Open Inference Protocol V2, or
+Seldon's protocol, which Seldon Core 1 gives an explainer with ``--protocol=seldon.http``)
 that the engines call from their worker thread, and ``Calls``, the predict function handed to an engine.
 
 Synchronous on purpose: alibi and shap call ``predict_fn(X)`` from plain Python inside a worker thread, so a
@@ -83,6 +84,9 @@ class PredictorClient:
             if self.protocol == "v1":
                 payload = self._call("GET", f"/v1/models/{self.model_name}", timeout_s=2.0)
                 return bool(isinstance(payload, dict) and payload.get("ready"))
+            if self.protocol == "seldon":  # Seldon's executor and Ferry's predictor both answer it
+                self._call("GET", "/api/v1.0/health/status", timeout_s=2.0)
+                return True
             self._call("GET", f"/v2/models/{self.model_name}/ready", timeout_s=2.0)
         except ServingError:
             return False
@@ -122,6 +126,10 @@ class PredictorClient:
             if predictions is None:
                 raise UpstreamError("predictor's V1 response has no 'predictions'")
             out = np.asarray(predictions, dtype=np.float64)
+        elif self.protocol == "seldon":
+            body = orjson.dumps({"data": {"ndarray": rows}}, option=orjson.OPT_SERIALIZE_NUMPY)
+            payload = self._call("POST", "/api/v1.0/predictions", body, timeout_s, headers)
+            out = _seldon_data(payload)
         else:
             data = np.ascontiguousarray(rows, dtype=self.input_dtype)
             request = {
@@ -149,6 +157,20 @@ class PredictorClient:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _seldon_data(payload) -> np.ndarray:
+    """A Seldon prediction's ``data``: ``ndarray``, or ``tensor`` (``values`` with ``shape``)."""
+    try:
+        data = payload["data"]
+        if "ndarray" in data:
+            return np.asarray(data["ndarray"], dtype=np.float64)
+        tensor = data["tensor"]
+        return np.asarray(tensor["values"], dtype=np.float64).reshape(tensor["shape"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UpstreamError(
+            f"predictor's Seldon response has no data.ndarray or data.tensor: {exc}"
+        ) from None
 
 
 class ExplanationDeadline(DeadlineExceeded):

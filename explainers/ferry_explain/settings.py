@@ -22,7 +22,10 @@ class ExplainerSettings(BaseModel):
         "explainer", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$", description="Served model name."
     )
     predictor_host: str = Field("", description="Predictor host[:port] (KServe sets it for an explainer).")
-    predictor_protocol: Literal["v1", "v2"] = Field("v1", description="How to call the predictor.")
+    predictor_protocol: Literal["v1", "v2", "seldon"] = Field(
+        "v1",
+        description="How to call the predictor: KServe V1, Open Inference V2, or Seldon's /api/v1.0/predictions.",
+    )
     predictor_model_name: str = Field("", description="The predictor's model name (default: model_name).")
     http_port: int = Field(8080, ge=0, le=65535, description="HTTP port.")
     host: str = Field("0.0.0.0", description="Address to bind.")

@@ -797,6 +797,8 @@ def _secret_references(doc: dict[str, Any]) -> Iterator[str]:
             for key, value in node.items():
                 if key in {"secretRef", "secretKeyRef"} and isinstance(value, dict):
                     yield value["name"]
+                elif key == "envSecretRefName":  # Seldon Core 1: the storage initializer's credentials
+                    yield value
                 else:
                     yield from walk(value)
         elif isinstance(node, list):

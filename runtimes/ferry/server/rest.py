@@ -170,7 +170,7 @@ class RestApp:
             return Response(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST.encode())
         if path in ("/", "/health/ping", "/live"):
             return _ok({"status": "alive"})
-        if path in ("/health/status", "/ready"):
+        if path in ("/health/status", "/api/v1.0/health/status", "/ready"):
             return self._readiness()
         raise ModelNotFound(f"no route for {method} {path}")
 

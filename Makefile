@@ -1,7 +1,7 @@
 # The two commands a newcomer needs:
 #   make up     build what is missing (environments, demo models, feature store) and serve the local stack
 #   make test   every test in every environment, plus lint
-.PHONY: up test envs demo lint format
+.PHONY: up test envs demo lint format images images-smoke
 up: envs
 	.venv/bin/ferry up
 
@@ -19,3 +19,10 @@ lint:
 
 format:
 	.venv/bin/ruff check --fix . && .venv/bin/ruff format .
+
+# The CPU container images, built with buildah (no Docker engine needed), then each run as a KServe pod runs it.
+images:
+	scripts/images.sh
+
+images-smoke:
+	scripts/images.sh --smoke

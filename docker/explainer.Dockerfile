@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # Ferry's explainer (Alibi AnchorTabular / KernelShap, shap) in front of a predictor: KServe's V1 :explain.
 #   docker build -f docker/explainer.Dockerfile -t ghcr.io/ferry-serving/explainer:0.1.0 .
-# Its own environment (requirements/explainer.lock): alibi[shap] 0.9.6 needs numpy < 2 and kserve 0.20.
+# Its own environment (requirements/explainer-runtime.lock, runtime dependencies only): alibi[shap] 0.9.6 needs
+# numpy < 2 and kserve 0.20. No torch or onnxruntime: the explainer runs no model, it calls the predictor.
 # Licence: alibi 0.9.6 is Business Source License 1.1 (Ferry itself is Apache-2.0); see docs/docker.md.
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -13,11 +14,8 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 RUN pip install pip==26.3 setuptools==84.2.1
-# torch first, pinned, from the CPU index and without its dependencies (the lock pins those): from PyPI
-# `torch` is the multi-GB CUDA build. The explainer's tests run small models in process with it.
-RUN pip install --no-deps --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
-COPY requirements/explainer.lock /tmp/requirements/explainer.lock
-RUN pip install -r /tmp/requirements/explainer.lock && pip check
+COPY requirements/explainer-runtime.lock /tmp/requirements/explainer-runtime.lock
+RUN pip install -r /tmp/requirements/explainer-runtime.lock && pip check
 COPY pyproject.toml README.md /src/
 COPY runtimes /src/runtimes
 COPY transformers /src/transformers

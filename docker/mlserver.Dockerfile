@@ -2,7 +2,7 @@
 # MLServer 1.7.1 serving Ferry's runtime (ferry.adapters.mlserver.FerryRuntime): Seldon Core 1 (protocol v2),
 # Seldon Core 2 Servers, and KServe's ferry-mlserver ClusterServingRuntime.
 #   docker build -f docker/mlserver.Dockerfile -t ghcr.io/ferry-serving/mlserver:0.1.0 .
-# Its own environment (requirements/mlserver.lock): MLServer 1.7.1 caps starlette below what kserve 0.21 and
+# Its own environment (requirements/mlserver-runtime.lock, runtime dependencies only): MLServer 1.7.1 caps starlette below what kserve 0.21 and
 # feast need, so it cannot share the predictor's.
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -16,8 +16,8 @@ ENV PATH=/opt/venv/bin:$PATH
 RUN pip install pip==26.3 setuptools==84.2.1
 # torch first, pinned, CPU build, without dependencies (the lock pins them).
 RUN pip install --no-deps --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
-COPY requirements/mlserver.lock /tmp/requirements/mlserver.lock
-RUN pip install -r /tmp/requirements/mlserver.lock && pip check
+COPY requirements/mlserver-runtime.lock /tmp/requirements/mlserver-runtime.lock
+RUN pip install -r /tmp/requirements/mlserver-runtime.lock && pip check
 COPY pyproject.toml README.md /src/
 COPY runtimes /src/runtimes
 COPY transformers /src/transformers

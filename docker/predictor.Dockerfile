@@ -2,7 +2,8 @@
 # Ferry's CPU predictor (ONNX Runtime, PyTorch CPU, MLflow) for KServe and Seldon Core.
 #   docker build -f docker/predictor.Dockerfile -t ghcr.io/ferry-serving/predictor:0.1.0 .
 #   docker run --rm -p 8080:8080 -p 8081:8081 -v "$PWD/model:/mnt/models:ro" ghcr.io/ferry-serving/predictor:0.1.0
-# The environment is exactly requirements/predictor.lock, the one the predictor's tests run in (.venv).
+# The environment is requirements/predictor-runtime.lock: runtime dependencies only, at the versions of the
+# predictor's test environment (requirements/predictor.lock, which adds pytest, moto, ruff, the demo builders).
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS builder
@@ -18,8 +19,8 @@ RUN pip install pip==26.3 setuptools==84.2.1
 # torch first, pinned, from the CPU index and without its dependencies (the lock pins those): from PyPI
 # `torch` is the multi-GB CUDA build.
 RUN pip install --no-deps --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
-COPY requirements/predictor.lock /tmp/requirements/predictor.lock
-RUN pip install -r /tmp/requirements/predictor.lock && pip check
+COPY requirements/predictor-runtime.lock /tmp/requirements/predictor-runtime.lock
+RUN pip install -r /tmp/requirements/predictor-runtime.lock && pip check
 # The project last and with --no-deps, so the lock alone decides every version (as scripts/envs.sh does).
 COPY pyproject.toml README.md /src/
 COPY runtimes /src/runtimes

@@ -2,8 +2,8 @@
 # Ferry's Feast transformer: customer ids in, Feast online features to the predictor (V1, V2 or gRPC V2),
 # churn risk out. KServe's transformer flags (--predictor_host, --predictor_protocol, ...) plus Feast's.
 #   docker build -f docker/transformer.Dockerfile -t ghcr.io/ferry-serving/transformer:0.1.0 .
-# Same environment as the predictor (requirements/predictor.lock): kserve 0.21, feast[redis] 0.67, and torch
-# for --collocated_model_dir, which serves the predictor in the transformer's own process.
+# requirements/transformer-runtime.lock: the predictor's runtime (kserve 0.21, torch, for --collocated_model_dir,
+# which serves the predictor in the transformer's own process) plus feast[redis] 0.67; runtime dependencies only.
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS builder
@@ -16,8 +16,8 @@ ENV PATH=/opt/venv/bin:$PATH
 RUN pip install pip==26.3 setuptools==84.2.1
 # torch first, pinned, CPU build, without dependencies (the lock pins them).
 RUN pip install --no-deps --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
-COPY requirements/predictor.lock /tmp/requirements/predictor.lock
-RUN pip install -r /tmp/requirements/predictor.lock && pip check
+COPY requirements/transformer-runtime.lock /tmp/requirements/transformer-runtime.lock
+RUN pip install -r /tmp/requirements/transformer-runtime.lock && pip check
 COPY pyproject.toml README.md /src/
 COPY runtimes /src/runtimes
 COPY transformers /src/transformers

@@ -41,6 +41,7 @@ def create_backend(model_path: Path, settings: ModelSettings, signature: Signatu
             signature=signature,
         )
     if kind in ("torchscript", "torch_export"):
+        _require("torch", f"a {kind} model")
         from ferry.backends.torch import TorchBackend
 
         graph_sizes = settings.preferred_batch_sizes if settings.cuda_graphs else ()
@@ -57,7 +58,19 @@ def create_backend(model_path: Path, settings: ModelSettings, signature: Signatu
     return _mlflow_backend(path, settings, signature)
 
 
+def _require(module: str, what: str) -> None:
+    """A clear refusal where an image lacks a backend (the ONNX-only predictor has no torch or MLflow)."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise InvalidInput(
+            f"{what} needs {module}, which this image does not have: serve it with the ferry predictor image "
+            "(ghcr.io/ferry-serving/predictor), not the ONNX-only one"
+        )
+
+
 def _mlflow_backend(model_dir: Path, settings: ModelSettings, signature: Signature | None) -> Backend:
+    _require("mlflow", "an MLflow model")
     from ferry.backends import mlflow
 
     mlmodel = mlflow.read_mlmodel(model_dir)

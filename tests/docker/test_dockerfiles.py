@@ -75,21 +75,33 @@ class Image:
 IMAGES = {
     image.name: image
     for image in [
-        Image("predictor", ".venv", "requirements/predictor.lock", ["ferry-predictor"]),
+        Image("predictor", ".venv", "requirements/predictor-runtime.lock", ["ferry-predictor"]),
+        Image("predictor-onnx", ".venv", "requirements/predictor-onnx-runtime.lock", ["ferry-predictor"]),
         Image("predictor-gpu", ".venv", "requirements/predictor-gpu.txt", ["ferry-predictor"]),
-        Image("transformer", ".venv", "requirements/predictor.lock", ["ferry-transformer"]),
-        Image(
-            "mlserver",
-            ".venv-mlserver",
-            "requirements/mlserver.lock",
-            ["ferry-mlserver"],
-        ),
-        Image("explainer", ".venv-explainer", "requirements/explainer.lock", ["ferry-explainer"]),
+        Image("transformer", ".venv", "requirements/transformer-runtime.lock", ["ferry-transformer"]),
+        Image("mlserver", ".venv-mlserver", "requirements/mlserver-runtime.lock", ["ferry-mlserver"]),
+        Image("explainer", ".venv-explainer", "requirements/explainer-runtime.lock", ["ferry-explainer"]),
     ]
 }
-# The images served for real here; the GPU image's environment (CUDA torch, onnxruntime-gpu) has no local
-# twin, so its flags are checked with --dry_run instead.
-SERVED = ["predictor", "transformer", "mlserver", "explainer"]
+# The test environment each runtime lock is resolved against (scripts/lock.sh): same version of every shared pin.
+TEST_LOCKS = {
+    "predictor": "requirements/predictor.lock",
+    "predictor-onnx": "requirements/predictor.lock",
+    "transformer": "requirements/predictor.lock",
+    "mlserver": "requirements/mlserver.lock",
+    "explainer": "requirements/explainer.lock",
+}
+# (mypy is not among them: Feast requires SQLAlchemy[mypy], so the transformer image carries it at run time.)
+TEST_ONLY = {
+    "pytest",
+    "pytest-asyncio",
+    "pytest-timeout",
+    "hypothesis",
+    "moto",
+    "ruff",
+    "kubernetes-validate",
+}
+SERVED = ["predictor", "predictor-onnx", "transformer", "mlserver", "explainer"]
 COMPILERS = re.compile(r"\b(gcc|g\+\+|cc|clang|build-essential|make|cmake|gfortran|rustc|cargo)\b")
 
 
@@ -199,6 +211,24 @@ def test_lock_file_pins_every_line_and_agrees_on_torch(name):
         )
     else:
         assert not torch_installs, f"{image.lock} has no torch; the image must not install one"
+
+
+@pytest.mark.parametrize("name", sorted(TEST_LOCKS))
+def test_runtime_lock_is_runtime_only_and_agrees_with_the_test_environment(name):
+    """An image installs only what runs (no test tools), at the versions its tests ran with."""
+    runtime = lock_pins(REPO / IMAGES[name].lock)
+    tested = lock_pins(REPO / TEST_LOCKS[name])
+    assert not TEST_ONLY & set(runtime), TEST_ONLY & set(runtime)
+    differing = {k: (v, tested[k]) for k, v in runtime.items() if k in tested and tested[k] != v}
+    assert not differing, f"{IMAGES[name].lock} vs {TEST_LOCKS[name]}: {differing}"
+    missing = set(runtime) - set(tested)
+    assert not missing, f"pinned in the image but never installed where its tests run: {missing}"
+
+
+def test_the_onnx_image_has_no_torch_or_mlflow():
+    pins = lock_pins(REPO / IMAGES["predictor-onnx"].lock)
+    assert not {"torch", "mlflow-skinny", "mlflow", "kserve", "kubernetes", "pandas"} & set(pins)
+    assert {"onnxruntime", "kserve-storage", "httptools", "uvloop"} <= set(pins)
 
 
 def test_gpu_requirements_are_the_predictor_lock_with_onnxruntime_gpu():

@@ -23,6 +23,11 @@ COPY runtimes /src/runtimes
 COPY transformers /src/transformers
 COPY explainers /src/explainers
 RUN pip install --no-deps --no-build-isolation /src && pip check
+# Nothing the server runs: torch's C++ test binaries and protoc (bin/, test/) and its C++ headers (include/, used
+# only to compile extensions); then pip and setuptools themselves, which a runtime image never calls.
+RUN rm -rf /opt/venv/lib/python3.11/site-packages/torch/bin /opt/venv/lib/python3.11/site-packages/torch/test \
+        /opt/venv/lib/python3.11/site-packages/torch/include \
+    && python -m pip uninstall --yes --quiet setuptools pip
 
 FROM ${PYTHON_IMAGE}
 ARG VERSION=0.1.0

@@ -25,6 +25,8 @@ COPY runtimes /src/runtimes
 COPY transformers /src/transformers
 COPY explainers /src/explainers
 RUN pip install --no-deps --no-build-isolation /src && pip check
+# pip and setuptools themselves: a runtime image never calls them.
+RUN python -m pip uninstall --yes --quiet setuptools pip
 
 FROM ${PYTHON_IMAGE}
 ARG VERSION=0.1.0

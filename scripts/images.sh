@@ -85,11 +85,16 @@ ensure_base() {
   fi
   local t0=$SECONDS tmp label
   tmp=$(mktemp -d /tmp/ferry-base.XXXXXX)
-  label="stand-in for $BASE: mmdebstrap minbase bookworm + Debian python3.11, built $(date -u +%Y-%m-%d) by scripts/images.sh"
+  label="stand-in for $BASE: mmdebstrap minbase bookworm (slim: no docs, manuals, locales) + Debian python3.11, built $(date -u +%Y-%m-%d) by scripts/images.sh"
   log "building stand-in base $BASE (mmdebstrap, ~1 min)"
   # Explicit sources: with none, mmdebstrap reads them from stdin when stdin is not a terminal.
+  # As debian:bookworm-slim (python:3.11-slim's base) is made: no manuals, docs or translations. No Debian pip
+  # either: the images make a venv (python3.11-venv brings ensurepip) and install with its pip.
   mmdebstrap --variant=minbase --quiet \
-    --include=python3.11,python3.11-venv,python3-pip,python-is-python3,ca-certificates,netbase,tzdata \
+    --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
+    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+    --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/lintian/*' \
+    --include=python3.11,python3.11-venv,ca-certificates,netbase,tzdata \
     --customize-hook='for n in python python3 python3.11; do ln -sf /usr/bin/python3.11 "$1/usr/local/bin/$n"; done' \
     bookworm "$tmp/rootfs.tar" \
     "deb $DEBIAN_MIRROR bookworm main" \
@@ -130,8 +135,8 @@ discover() {
 #   names holds the CPU torch wheel: mount it read-only at /mnt and point pip's find-links there;
 # - pip then needs cert= and find-links=: a pip.conf in a throwaway HOME mounted read-only over /root.
 # Every target already exists in the base image (/etc/ssl/certs/ca-certificates.crt, /mnt, /root): buildah 1.28
-# leaves the mount points it has to create (an empty /etc/pip.conf, /opt/wheels) in the committed layers, so new
-# targets would ship in the images.
+# leaves the mount points it has to create (seen: an empty /etc/pip.conf and wheel directory) in the committed
+# layers, final stage included, so new targets would ship in the images.
 build_mounts() {
   MOUNTS=()
   local home=$TMPDIR_BUILD/home ca=${FERRY_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt} d links=""
@@ -206,7 +211,11 @@ build() {
     printf '%-44s %10s %10s\n' "$REGISTRY/$n:$VERSION" "$(size_mb "$REGISTRY/$n:$VERSION")" "${BUILD_SECONDS[$n]}"
   done
   echo "base: $BASE ($(base_description))"
-  log "built ${#names[@]} image(s) in $((SECONDS - t0)) s"
+  # --layers keeps every intermediate layer (the cache): say what that costs. `podman image prune` frees the
+  # layers no tagged image uses (the builder stages too, so the next build starts cold).
+  local store
+  store=$(podman info --format '{{.Store.GraphRoot}}')
+  log "built ${#names[@]} image(s) in $((SECONDS - t0)) s; image storage $store: $(du -sh "$store" | cut -f1)"
 }
 
 # --- smoke ---------------------------------------------------------------------------------------------------------
@@ -230,7 +239,8 @@ EOF
 }
 
 now() { echo "$EPOCHREALTIME"; }
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.1f", b - a}'; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.2f", b - a}'; }
+elapsed_ms() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.0f", (b - a) * 1000}'; }
 
 # start NAME PORT MODELS_DIR [podman options...] -- [args...]; sets CID and COLD (seconds to ready)
 start() {
@@ -240,11 +250,13 @@ start() {
   shift
   log "starting $name on 127.0.0.1:$port (models: $models)"
   # The log goes to a file outside the container's storage, so it survives --rm when the server dies.
+  # --no-healthcheck: Kubernetes ignores HEALTHCHECK (it probes instead, as this loop does), and podman cannot
+  # schedule one here anyway (no systemd).
   rm -f "$PWD/$STATE/smoke/$name.log"
   t0=$(now)
   CID=$(podman run --rm -d --name "ferry-smoke-$name-$$" \
     --network host --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges --user 1000:1000 \
-    --log-driver k8s-file --log-opt "path=$PWD/$STATE/smoke/$name.log" \
+    --no-healthcheck --log-driver k8s-file --log-opt "path=$PWD/$STATE/smoke/$name.log" \
     -v "$PWD/$models:/mnt/models:ro" "${opts[@]}" "$REGISTRY/$name:$VERSION" "$@")
   RUNNING+=("$CID")
   while :; do
@@ -264,13 +276,13 @@ start() {
   log "$name ready in $COLD s"
 }
 
-# request NAME URL BODY; sets RESULT ("HTTP code, seconds"), fails unless 200
+# request NAME URL BODY; sets RESULT ("CODE in N ms"), fails unless 200
 request() {
   local name=$1 url=$2 body=$3 t0 code
   t0=$(now)
   code=$(curl -s -o "$STATE/smoke/$name.response.json" -m 120 -w '%{http_code}' \
     -H 'Content-Type: application/json' -d "$body" "$url" || true)
-  RESULT="$code in $(elapsed "$t0") s"
+  RESULT="$code in $(elapsed_ms "$t0") ms"
   log "$name POST ${url#http://127.0.0.1:*/} -> $RESULT: $(head -c 300 "$STATE/smoke/$name.response.json")"
   [[ $code == 200 ]] || die "$name answered $code"
 }
@@ -290,38 +302,36 @@ ensure_demo() {
   .venv/bin/ferry demo --out "$DEMO"
 }
 
+declare -A COLDS=() RESULTS=() STOPS=()
 smoke() {
-  local want=("$@") served=(predictor transformer explainer mlserver) names=() n rows=() p
-  [[ ${#want[@]} -gt 0 ]] || want=("${served[@]}")
-  for n in "${want[@]}"; do
-    [[ " ${served[*]} " == *" $n "* ]] || die "no smoke test for '$n' (served images: ${served[*]})"
-  done
+  local want=("$@") order=() n p
   ensure_programs podman runc
   write_containers_conf
+  if [[ ${#want[@]} -eq 0 ]]; then
+    # Every discovered image that has been built.
+    for n in $(discover); do podman image exists "$REGISTRY/$n:$VERSION" && want+=("$n"); done
+    [[ ${#want[@]} -gt 0 ]] || die "no image is built yet: scripts/images.sh"
+  fi
   for n in "${want[@]}"; do
     podman image exists "$REGISTRY/$n:$VERSION" || die "$REGISTRY/$n:$VERSION is not built: scripts/images.sh $n"
   done
-  # The transformer and explainer call a predictor: run the predictor container for them.
-  if [[ " ${want[*]} " == *" transformer "* || " ${want[*]} " == *" explainer "* ]] && [[ " ${want[*]} " != *" predictor "* ]]; then
-    podman image exists "$REGISTRY/predictor:$VERSION" || die "the transformer and explainer need the predictor image"
-    want=(predictor "${want[@]}")
+  # The transformer and explainer call a predictor: the predictor container runs first and serves them.
+  if [[ " ${want[*]} " == *" transformer "* || " ${want[*]} " == *" explainer "* ]]; then
+    podman image exists "$REGISTRY/predictor:$VERSION" || die "the transformer and explainer call the predictor image"
+    order=(predictor)
+    [[ " ${want[*]} " != *" transformer "* ]] || order+=(transformer)
+    [[ " ${want[*]} " != *" explainer "* ]] || order+=(explainer)
   fi
+  for n in "${want[@]}"; do [[ " ${order[*]} " == *" $n "* ]] || order+=("$n"); done
   ensure_demo
   mkdir -p "$STATE/smoke"
   trap cleanup_containers EXIT
   local v2='{"inputs":[{"name":"input-0","shape":[1,4],"datatype":"FP32","data":[24,65.5,1572.0,1]}]}'
-  local pred_cid="" pred_port="" t0=$SECONDS
-  for n in "${served[@]}"; do
-    [[ " ${want[*]} " == *" $n "* ]] || continue
+  local pred_cid="" pred_port="" last_caller="" t0=$SECONDS
+  for n in "${order[@]}"; do [[ $n != @(transformer|explainer) ]] || last_caller=$n; done
+  for n in "${order[@]}"; do
     read -r -a p < <(free_ports 3)
     case $n in
-      predictor)
-        start predictor "${p[0]}" "$DEMO/churn/onnx" -- \
-          --model_name=churn --model_dir=/mnt/models --http_port="${p[0]}" --grpc_port="${p[1]}"
-        request predictor "http://127.0.0.1:${p[0]}/v2/models/churn/infer" "$v2"
-        pred_cid=$CID pred_port=${p[0]}
-        rows+=("predictor|$COLD|V2 infer $RESULT|")
-        continue ;;  # stopped after its callers
       transformer)
         # SQLite online store under /tmp (the root filesystem is read-only); --prepare materialises the demo's
         # offline feature files from /mnt/models into it.
@@ -331,31 +341,42 @@ smoke() {
           --feature_repo=/tmp/feature_repo --feature_data_dir=/mnt/models --online_store=sqlite --prepare
         request transformer "http://127.0.0.1:${p[0]}/v1/models/churn-transformer:predict" \
           '{"instances":["C00001","C00002"]}'
-        rows+=("transformer|$COLD|V1 predict $RESULT|") ;;
+        RESULTS[$n]="V1 predict $RESULT" ;;
       explainer)
         start explainer "${p[0]}" "$DEMO/churn" -- \
           --model_name=churn --predictor_host="127.0.0.1:$pred_port" --predictor_protocol=v2 \
           --http_port="${p[0]}" --explainer_type=AnchorTabular --reference_uri=/mnt/models/reference.csv
         request explainer "http://127.0.0.1:${p[0]}/v1/models/churn:explain" '{"instances":[[24,65.5,1572.0,1]]}'
-        rows+=("explainer|$COLD|V1 explain $RESULT|") ;;
+        RESULTS[$n]="V1 explain $RESULT" ;;
+      predictor | predictor-*)
+        # The ONNX demo model where KServe's storage-initializer puts models, with KServe's runtime args.
+        start "$n" "${p[0]}" "$DEMO/churn/onnx" -- \
+          --model_name=churn --model_dir=/mnt/models --http_port="${p[0]}" --grpc_port="${p[1]}"
+        request "$n" "http://127.0.0.1:${p[0]}/v2/models/churn/infer" "$v2"
+        RESULTS[$n]="V2 infer $RESULT" ;;
       mlserver)
-        if [[ -n $pred_cid ]]; then stop "$pred_cid"; rows[0]+=$STOPPED; pred_cid=""; fi
+        # KServe's MLServer runtime configures the server through MLSERVER_* variables, not args.
         start mlserver "${p[0]}" "$DEMO/churn/onnx" -e MLSERVER_MODEL_NAME=churn \
           -e MLSERVER_HTTP_PORT="${p[0]}" -e MLSERVER_GRPC_PORT="${p[1]}" -e MLSERVER_METRICS_PORT="${p[2]}" --
         request mlserver "http://127.0.0.1:${p[0]}/v2/models/churn/infer" "$v2"
-        rows+=("mlserver|$COLD|V2 infer $RESULT|") ;;
+        RESULTS[$n]="V2 infer $RESULT" ;;
+      *) die "no smoke recipe for '$n': add one to smoke() in $0" ;;
     esac
-    stop "$CID"; rows[-1]+=$STOPPED
+    COLDS[$n]=$COLD
+    if [[ $n == predictor && -n $last_caller ]]; then
+      pred_cid=$CID pred_port=${p[0]}   # kept for its callers, stopped after the last of them
+      continue
+    fi
+    stop "$CID"; STOPS[$n]=$STOPPED
+    if [[ $n == "$last_caller" ]]; then stop "$pred_cid"; STOPS[predictor]=$STOPPED; fi
   done
-  if [[ -n $pred_cid ]]; then stop "$pred_cid"; rows[0]+=$STOPPED; fi
   echo
-  printf '%-12s %14s  %-30s %10s\n' image "cold start s" request "stop s"
-  local row a
-  for row in "${rows[@]}"; do
-    IFS='|' read -r -a a <<<"$row"
-    printf '%-12s %14s  %-30s %10s\n' "${a[0]}" "${a[1]}" "${a[2]}" "${a[3]}"
+  printf '%-16s %14s  %-30s %8s\n' image "cold start s" "request (HTTP, latency)" "stop s"
+  for n in "${order[@]}"; do
+    printf '%-16s %14s  %-30s %8s\n' "$n" "${COLDS[$n]}" "${RESULTS[$n]}" "${STOPS[$n]}"
   done
-  log "smoke test passed in $((SECONDS - t0)) s (cold start: podman run until /v2/health/ready answers 200)"
+  log "smoke test of ${#order[@]} image(s) passed in $((SECONDS - t0)) s" \
+    "(cold start: from podman run until /v2/health/ready answers 200; stop: SIGTERM until exit)"
 }
 
 if [[ ${1:-} == --smoke ]]; then

@@ -539,19 +539,24 @@ RUNTIME_EXAMPLE_ARGS = {
 }
 
 
-def _all_containers(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    def walk(node: Any) -> Iterator[dict[str, Any]]:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key in {"containers", "initContainers"} and isinstance(value, list):
-                    yield from (c for c in value if isinstance(c, dict))
-                else:
-                    yield from walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                yield from walk(item)
+def _walk(node: Any, pick) -> Iterator[Any]:
+    """What ``pick(key, value)`` returns for each key at any depth (None: not this key, look inside its value)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found = pick(key, value)
+            yield from _walk(value, pick) if found is None else found
+    elif isinstance(node, list):
+        for item in node:
+            yield from _walk(item, pick)
 
-    yield from walk(doc.get("spec") or {})
+
+def _all_containers(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    def containers(key: str, value: Any) -> list | None:
+        if key in {"containers", "initContainers"} and isinstance(value, list):
+            return [c for c in value if isinstance(c, dict)]
+        return None
+
+    yield from _walk(doc.get("spec") or {}, containers)
 
 
 def _image_name(image: str) -> str:
@@ -792,20 +797,14 @@ def _secret_references(doc: dict[str, Any]) -> Iterator[str]:
     if doc["kind"] == "ServiceAccount":
         yield from (s["name"] for s in doc.get("secrets") or [])
 
-    def walk(node: Any) -> Iterator[str]:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key in {"secretRef", "secretKeyRef"} and isinstance(value, dict):
-                    yield value["name"]
-                elif key == "envSecretRefName":  # Seldon Core 1: the storage initializer's credentials
-                    yield value
-                else:
-                    yield from walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                yield from walk(item)
+    def secrets(key: str, value: Any) -> list | None:
+        if key in {"secretRef", "secretKeyRef"} and isinstance(value, dict):
+            return [value["name"]]
+        if key == "envSecretRefName":  # Seldon Core 1: the storage initializer's credentials
+            return [value]
+        return None
 
-    yield from walk(doc.get("spec") or {})
+    yield from _walk(doc.get("spec") or {}, secrets)
 
 
 def test_every_referenced_secret_has_a_template() -> None:

@@ -16,11 +16,11 @@ import shutil
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 import yaml
 from support.dockerfile import dockerfile, json_form
 from support.servers import REPO, ServerProcess, free_port, start
+from support.v2 import assert_v2_answers
 
 # k8s/helm-charts/seldon-core-v2-setup/templates/_components-statefulsets.tpl, ServerConfig `mlserver`, container
 # `mlserver`: no command or args (the image's default runs), and this environment.
@@ -170,21 +170,8 @@ def test_agent_loads_and_unloads_the_models(seldon_server, demo, reference, chur
     for name in names:
         versioned = place_model(seldon_server.models_dir, storage_folder(demo, tmp_path, name), name)
         client.load_model(versioned, client_timeout=120)
-        body = {
-            "inputs": [
-                {
-                    "name": "input-0",
-                    "shape": list(churn_rows.shape),
-                    "datatype": "FP32",
-                    "data": churn_rows.ravel().tolist(),
-                }
-            ]
-        }
         # The agent's proxy rewrites a request for `churn-v1` to the versioned name MLServer knows.
-        response = httpx.post(f"{seldon_server.url}/v2/models/{versioned}/infer", json=body, timeout=30)
-        assert response.status_code == 200, response.text
-        got = np.reshape(response.json()["outputs"][0]["data"], (len(churn_rows), -1))
-        np.testing.assert_allclose(got, reference(churn_rows), atol=1e-5)
+        assert_v2_answers(seldon_server.url, versioned, churn_rows, reference(churn_rows))
     index = client.get_model_repository_index()
     ready = {m.name for m in index.models if m.state.endswith("READY")}  # MLServer writes "State.READY"
     assert ready == {f"{n}_{PINNED_VERSION}" for n in names}, index

@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 import yaml
 from support.dockerfile import dockerfile
 from support.servers import REPO, free_port, start
+from support.v2 import assert_v2_answers
 
 MANIFEST = REPO / "k8s" / "base" / "seldon" / "custom-churn-model-v2.yaml"
 SECRET_TEMPLATE = REPO / "k8s" / "secrets" / "seldon-s3-secret.yaml"
@@ -113,20 +113,7 @@ def test_the_pod_fetches_its_model_from_s3_and_answers(demo, s3_server, referenc
     )
     try:
         name = json.loads(settings_text)["name"]
-        body = {
-            "inputs": [
-                {
-                    "name": "input-0",
-                    "shape": list(churn_rows.shape),
-                    "datatype": "FP32",
-                    "data": churn_rows.ravel().tolist(),
-                }
-            ]
-        }
-        response = httpx.post(f"{server.url}/v2/models/{name}/infer", json=body, timeout=30)
-        assert response.status_code == 200, response.text
-        got = np.reshape(response.json()["outputs"][0]["data"], (len(churn_rows), -1))
-        np.testing.assert_allclose(got, reference(churn_rows), atol=1e-5)
+        assert_v2_answers(server.url, name, churn_rows, reference(churn_rows))
         assert list((tmp_path / "cache").rglob("model.onnx")), "the model came from S3, through the cache"
     finally:
         server.stop()

@@ -13,7 +13,6 @@ os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
 
 from ferry import logs, storage
 from ferry.errors import ServingError
-from ferry.explain_proxy import ExplainerProxy
 from ferry.model import Predictor
 from ferry.repository import Repository
 from ferry.settings import ModelSettings, PredictorSettings, parse_settings
@@ -30,6 +29,20 @@ def build_repository(settings: PredictorSettings) -> Repository:
     else:
         sources = storage.discover(Path(settings.model_dir.removeprefix("file://")), settings.model_name)
     return Repository([Predictor(name, source, model_settings, cache) for name, source in sources.items()])
+
+
+def explainer_proxy(settings: PredictorSettings):
+    """Explain calls to this predictor forwarded to Ferry's explainer (--explainer_url), or None; its HTTP client is
+    imported only when one is configured."""
+    if not settings.explainer_url:
+        return None
+    from ferry.explain_proxy import ExplainerProxy
+
+    return ExplainerProxy(
+        settings.explainer_url,
+        settings.explainer_model_name or settings.model_name,
+        settings.explainer_timeout_s,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,13 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             drain_timeout_s=settings.drain_timeout_s,
             idle_timeout_s=settings.idle_timeout_s,
             otel_endpoint=settings.otel_endpoint,
-            explainer=ExplainerProxy(
-                settings.explainer_url,
-                settings.explainer_model_name or settings.model_name,
-                settings.explainer_timeout_s,
-            )
-            if settings.explainer_url
-            else None,
+            explainer=explainer_proxy(settings),
         ),
     )
 

@@ -12,6 +12,7 @@ Each check prints one line, PASS or FAIL with the reason; the exit code is 0 onl
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +23,6 @@ import numpy as np
 SEED_ROW = [24, 65.5, 1572.0, 1]
 SEED_NAMES = ["tenure", "monthly_charges", "total_charges", "contract"]
 CUSTOMERS = ["C00001", "C00002"]
-# The transformer's default thresholds (ferry_feast.settings): strictly above HIGH is high risk, above MEDIUM medium.
-HIGH, MEDIUM = 0.7, 0.4
 TOLERANCE = 1e-4
 
 
@@ -37,6 +36,7 @@ class Reference:
 
     model_path: Path
     class_names: list[str]
+    thresholds: tuple[float, float]  # the transformer's defaults (high, medium), which `ferry up` runs with
     feature_names: list[str]
     features_by_customer: dict[str, list[float]]
 
@@ -46,25 +46,33 @@ class Reference:
 
         meta = json.loads((demo / "churn" / "meta.json").read_text())
         stats = pd.read_parquet(demo / "feast" / "customer_stats.parquet")
+        from ferry_feast.settings import TransformerSettings
+
         newest = stats.sort_values("event_timestamp").groupby("customer_id").tail(1).set_index("customer_id")
+        fields = TransformerSettings.model_fields
         return cls(
             model_path=demo / "churn" / "onnx" / "model.onnx",
             class_names=list(meta["class_names"]),
+            thresholds=(fields["high_risk_threshold"].default, fields["medium_risk_threshold"].default),
             feature_names=SEED_NAMES,
             features_by_customer={c: newest.loc[c, SEED_NAMES].astype(float).tolist() for c in CUSTOMERS},
         )
 
-    def probabilities(self, rows: list[list[float]]) -> np.ndarray:
+    @functools.cached_property
+    def session(self):
         import onnxruntime
 
-        session = onnxruntime.InferenceSession(str(self.model_path), providers=["CPUExecutionProvider"])
-        return session.run(["probabilities"], {"input-0": np.asarray(rows, dtype=np.float32)})[0]
+        return onnxruntime.InferenceSession(str(self.model_path), providers=["CPUExecutionProvider"])
 
-    @staticmethod
-    def risk(churn: float) -> str:
-        if churn > HIGH:
+    def probabilities(self, rows: list[list[float]]) -> np.ndarray:
+        return self.session.run(["probabilities"], {"input-0": np.asarray(rows, dtype=np.float32)})[0]
+
+    def risk(self, churn: float) -> str:
+        """Strictly above the high threshold is high risk, above the medium one medium (as the transformer)."""
+        high, medium = self.thresholds
+        if churn > high:
             return "High churn risk"
-        if churn > MEDIUM:
+        if churn > medium:
             return "Medium churn risk"
         return "Low churn risk"
 

@@ -4,9 +4,7 @@ project's environments, every endpoint answers the user's requests with the in-p
 
 from __future__ import annotations
 
-import ast
 import contextlib
-import re
 import signal
 import socket
 import subprocess
@@ -15,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from support.models import export, mlp
+from support.seldon_client import run_seldon_client
 from support.servers import REPO, free_port, start_predictor
 
 FERRY = REPO / ".venv" / "bin" / "ferry"
@@ -124,21 +123,8 @@ def test_check_fails_when_the_predictor_answers_wrong(stack, demo_dir, tmp_path)
 def test_the_users_seldon_client_runs_unchanged(stack, tmp_path):
     """examples/seldon/seldon_client.py, verbatim but for its URL: predict and explain at one address."""
     _, ports, _ = stack
-    source = (REPO / "examples" / "seldon" / "seldon_client.py").read_text()
     url = f"http://127.0.0.1:{ports['predictor_port']}/api/v1.0/predictions"
-    script = re.sub(r'^SELDON_URL = ".*"$', f"SELDON_URL = {url!r}", source, count=1, flags=re.MULTILINE)
-    assert script != source
-    (tmp_path / "seldon_client.py").write_text(script)
-    done = subprocess.run(
-        [str(REPO / ".venv" / "bin" / "python"), "seldon_client.py"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert done.returncode == 0, done.stderr
-    prediction, explanation = (line.split(": ", 1)[1] for line in done.stdout.splitlines()[-2:])
-    prediction, explanation = ast.literal_eval(prediction), ast.literal_eval(explanation)
+    prediction, explanation = run_seldon_client(url, tmp_path, REPO / ".venv" / "bin" / "python")
     assert prediction["data"]["names"] == ["no_churn", "churn"] and len(prediction["data"]["ndarray"]) == 1
     predicted = prediction["data"]["names"][max(range(2), key=lambda i: prediction["data"]["ndarray"][0][i])]
     assert explanation["summary"]["prediction"] == predicted, explanation

@@ -11,8 +11,6 @@ but for its URL, sends predict and explain to the predictor's address."""
 
 from __future__ import annotations
 
-import ast
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -20,6 +18,7 @@ from pathlib import Path
 import httpx
 import yaml
 from explain_support import PREDICTOR_PYTHON, explainer_command
+from support.seldon_client import run_seldon_client
 from support.servers import REPO, free_port, start
 
 MANIFEST = REPO / "k8s" / "base" / "seldon" / "churn-explained.yaml"
@@ -99,21 +98,8 @@ def test_the_users_client_predicts_and_explains_at_one_address(demo, logs, tmp_p
         timeout=180,
     )
     try:
-        source = (REPO / "examples" / "seldon" / "seldon_client.py").read_text()
         url = f"http://127.0.0.1:{predictor_port}/api/v1.0/predictions"
-        script = re.sub(r'^SELDON_URL = ".*"$', f"SELDON_URL = {url!r}", source, count=1, flags=re.MULTILINE)
-        (tmp_path / "seldon_client.py").write_text(script)
-        done = subprocess.run(
-            [str(PREDICTOR_PYTHON), "seldon_client.py"],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-        assert done.returncode == 0, done.stderr + explainer_server.log()[-3000:]
-        prediction, explanation = (
-            ast.literal_eval(line.split(": ", 1)[1]) for line in done.stdout.splitlines()[-2:]
-        )
+        prediction, explanation = run_seldon_client(url, tmp_path, PREDICTOR_PYTHON)
         row = prediction["data"]["ndarray"][0]
         predicted = prediction["data"]["names"][row.index(max(row))]
         assert explanation["summary"]["prediction"] == predicted, explanation

@@ -5,7 +5,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # What the tests start besides Python: installed now if missing (as root), else the run stops with the command.
-scripts/system-deps.sh redis-server wrk docker-compose || exit 2
+scripts/system-deps.sh redis-server wrk docker-compose || exit 2   # podman and buildah: scripts/images.sh
 if [[ -z ${KUSTOMIZE:-} ]] && ! command -v kustomize >/dev/null && ! command -v kubectl >/dev/null; then
   echo "The manifest tests render k8s/ with kustomize: install kubectl (it has kustomize built in) or set" >&2
   echo "KUSTOMIZE=/path/to/kustomize, then run this again." >&2
@@ -42,6 +42,14 @@ EXTRA=("$@")
 run_suite predictor .venv tests/predictor tests/server tests/demo tests/transformer tests/k8s tests/docker tests/reliability
 run_suite mlserver .venv-mlserver tests/mlserver
 run_suite explainer .venv-explainer tests/explainer
+# The images as users deploy them: built, then run under the controllers' pod contract (scripts/image-test.sh).
+echo "==> images (scripts/images.sh) for the pod tests"
+if scripts/images.sh; then
+  FERRY_IMAGE_TEST_NO_BUILD=1 scripts/image-test.sh --junitxml="$results/pods.xml" "${EXTRA[@]}" || status=1
+else
+  echo "!! building the images failed: the pod tests did not run" >&2
+  status=1
+fi
 
 # Every skip with its reason (only a missing device may skip: tests/conftest.py fails any other), then one
 # closing line over every suite.

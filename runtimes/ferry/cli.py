@@ -202,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="build the demo artifacts")
     demo.add_argument("--out", default=str(DEFAULT_DEMO_DIR), help="output directory (default .ferry/demo)")
     demo.add_argument("--quick", action="store_true", help="small, fast versions (for tests)")
+    fill = sub.add_parser("bucket", help="lay the demo out as the object store the k8s/ manifests read")
+    fill.add_argument("--demo_dir", "--demo-dir", default=str(DEFAULT_DEMO_DIR))
+    fill.add_argument("--out", required=True, help="a folder per bucket is written here (models/, mlflow/)")
     run = sub.add_parser("up", help="serve the local stack")
     run.add_argument("--demo_dir", "--demo-dir", default=str(DEFAULT_DEMO_DIR))
     run.add_argument("--predictor_port", type=int, default=8080)
@@ -220,6 +223,12 @@ def main(argv: list[str] | None = None) -> int:
 
         result = build(Path(args.out), quick=args.quick)
         print(json.dumps({k: v for k, v in result.items() if k != "files"}, indent=2, default=str)[:2000])
+        return 0
+    if args.command == "bucket":
+        from ferry.demo import bucket
+
+        for uri, folder in bucket.write(Path(args.demo_dir), Path(args.out)).items():
+            print(f"{uri:45} <- {folder}")
         return 0
     return up(args)
 

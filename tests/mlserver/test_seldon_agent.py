@@ -19,39 +19,15 @@ import httpx
 import pytest
 import yaml
 from support.dockerfile import dockerfile, json_form
+from support.seldon_agent import (
+    FERRY_CAPABILITIES,
+    PINNED_VERSION,
+    SERVERCONFIG_MLSERVER_ENV,
+    STOCK_CAPABILITIES,
+    place_model,
+)
 from support.servers import REPO, ServerProcess, free_port, start
 from support.v2 import assert_v2_answers
-
-# k8s/helm-charts/seldon-core-v2-setup/templates/_components-statefulsets.tpl, ServerConfig `mlserver`, container
-# `mlserver`: no command or args (the image's default runs), and this environment.
-SERVERCONFIG_MLSERVER_ENV = [
-    ("MLSERVER_PARALLEL_WORKERS", "1"),
-    ("MLSERVER_DEBUG", "false"),
-    ("MLSERVER_HTTP_PORT", "9000"),
-    ("MLSERVER_GRPC_PORT", "9500"),
-    ("MLSERVER_MODELS_DIR", "/mnt/agent/models"),
-    ("MLSERVER_LOAD_MODELS_AT_STARTUP", "false"),
-    ("MLSERVER_GRPC_MAX_MESSAGE_LENGTH", "1048576000"),
-]
-# The same ServerConfig's agent container: SELDON_SERVER_CAPABILITIES.
-STOCK_CAPABILITIES = (
-    "mlserver,alibi-detect,alibi-explain,huggingface,lightgbm,mlflow,python,sklearn,spark-mlib,xgboost"
-)
-# What Ferry's runtime serves: its own requirement and the formats it loads without unpickling.
-FERRY_CAPABILITIES = {"ferry", "onnx", "pytorch"}
-# scheduler/pkg/agent/repository/mlserver/settings.go: the agent re-serialises model-settings.json through a
-# struct with only these fields (any other is dropped).
-AGENT_SETTINGS_FIELDS = {
-    "name",
-    "inputs",
-    "outputs",
-    "platform",
-    "versions",
-    "parallel_workers",
-    "implementation",
-}
-AGENT_PARAMETER_FIELDS = {"uri", "version", "format", "content_type", "extra", "environment_tarball"}
-PINNED_VERSION = 1  # pkg/util/model.go: GetPinnedModelVersion
 
 
 def seldon_v2_documents() -> list[dict]:
@@ -93,19 +69,6 @@ def mlserver_container_env(server: dict) -> dict[str, str]:
     assert "command" not in override and "args" not in override, "the image's own command must run"
     env.update((e["name"], e["value"]) for e in override.get("env") or [])
     return env
-
-
-def place_model(models_dir: Path, source: Path, name: str) -> str:
-    """What the agent does before the load call: copy, then rewrite model-settings.json; returns the name."""
-    versioned = f"{name}_{PINNED_VERSION}"
-    target = models_dir / versioned / str(PINNED_VERSION)
-    shutil.copytree(source, target)
-    settings = json.loads((target / "model-settings.json").read_text())
-    kept = {k: v for k, v in settings.items() if k in AGENT_SETTINGS_FIELDS}
-    parameters = {k: v for k, v in (settings.get("parameters") or {}).items() if k in AGENT_PARAMETER_FIELDS}
-    kept.update(name=versioned, parameters={**parameters, "version": str(PINNED_VERSION)})
-    (target / "model-settings.json").write_text(json.dumps(kept))
-    return versioned
 
 
 @pytest.fixture(scope="module")

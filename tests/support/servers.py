@@ -29,14 +29,15 @@ class ServerProcess:
     http_port: int
     grpc_port: int
     log_path: Path
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"http://{self.host}:{self.http_port}"
 
     @property
     def grpc_address(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
+        return f"{self.host}:{self.grpc_port}"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -61,13 +62,15 @@ def start(
     ready_path: str = "/v2/health/ready",
     timeout: float = 120,
     env: dict | None = None,
+    host: str = "127.0.0.1",
 ) -> ServerProcess:
-    """Start ``command`` and wait until ``ready_path`` answers 200 (fails with the server's log otherwise)."""
+    """Start ``command`` and wait until ``ready_path`` answers 200 at ``host`` (fails with the server's log
+    otherwise)."""
     log_file = open(log_path, "wb")  # noqa: SIM115 - handed to the child process
     process = subprocess.Popen(
         command, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=REPO
     )
-    server = ServerProcess(process, http_port, grpc_port, log_path)
+    server = ServerProcess(process, http_port, grpc_port, log_path, host)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -167,10 +167,10 @@ def main() -> int:
                 ),
                 ("sqlite", "collocated", "kserve", [f"--collocated_model_dir={model_dir}"]),
             ]
-        seed_features = [24, 65.5, 1572.0, 1]
+        example_features = [24, 65.5, 1572.0, 1]
         direct = wrk(
             f"http://{predictor}/v1/models/churn:predict",
-            {"instances": [seed_features]},
+            {"instances": [example_features]},
             args.duration,
             args.connections,
             work,

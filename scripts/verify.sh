@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Verify model serving, like the seed's verify_model_serving.sh.
+# Verify model serving: health, metadata and one inference per protocol against running servers.
 #   scripts/verify.sh            the local stack started by `make up`
 #   scripts/verify.sh cluster    InferenceServices and SeldonDeployments in the current kubectl context
 set -uo pipefail

@@ -132,9 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"ferry-explainer: {exc.message}\n")
         return 2
     if settings.server == "kserve":
-        from ferry_explain.kserve_model import serve_with_kserve
+        from ferry.adapters.kserve import serve_with_kserve
 
-        return serve_with_kserve(handler, settings)
+        return serve_with_kserve([handler], settings.http_port)
     from ferry.repository import Repository
     from ferry.server.app import ServeOptions, serve
 

@@ -19,6 +19,7 @@ import numpy as np
 from ferry.context import propagated
 from ferry.errors import BackendError, DeadlineExceeded, InvalidInput, NotReady, ServingError
 from ferry.metrics import REGISTRY
+from ferry.repository import Handler
 from prometheus_client import Counter, Gauge, Histogram
 
 from ferry_explain.artifacts import Features
@@ -56,12 +57,13 @@ EXPLAIN_ADMITTED = Gauge(
 )
 
 
-class ExplainerHandler:
+class ExplainerHandler(Handler):
     """``make_engine(predict_fn)`` builds one engine instance; the handler builds ``pool.workers`` of them
     at load time (after the predictor is ready: alibi and shap call it while fitting)."""
 
     version = "1"
     signature = None
+    explains = True
 
     def __init__(
         self,

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     if settings.server == "kserve":
         from ferry.adapters.kserve import serve_with_kserve
 
-        return serve_with_kserve(repository, settings)
+        return serve_with_kserve(repository, settings.http_port, settings.grpc_port)
     from ferry.server.app import ServeOptions, serve
 
     return serve(

@@ -3,7 +3,7 @@
 - ``ferry demo --out DIR``  build the demo artifacts (models, MLflow registry, feature data) into DIR.
 - ``ferry up``              the local stack on loopback: predictor (8080 HTTP / 8081 gRPC), Feast transformer (8090)
                             and explainer (8100) for the demo churn model; builds what is missing first.
-- ``ferry up --check``      send the seed's client requests through a running stack; exit 0 only if all answer right.
+- ``ferry up --check``      send the example clients' requests through a running stack; exit 0 only if all answer right.
 """
 
 from __future__ import annotations
@@ -177,7 +177,7 @@ def up(args: argparse.Namespace) -> int:
             "\nTry:\n"
             f"  curl -s -XPOST http://127.0.0.1:{args.predictor_port}/v2/models/churn/infer \\\n"
             '    -d \'{"inputs":[{"name":"input-0","shape":[1,4],"datatype":"FP32","data":[[24,65.5,1572.0,1]]}]}\'\n'
-            "  ferry up --check      (from another shell: the seed's client requests against this stack)\n"
+            "  ferry up --check      (from another shell: the example clients' requests against this stack)\n"
             "Ctrl-C stops everything."
         )
         while all(process.poll() is None for _, process in processes):
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         "--timeout", type=float, default=300, help="seconds each component may take to get ready"
     )
     run.add_argument(
-        "--check", action="store_true", help="check a running stack with the seed's client requests"
+        "--check", action="store_true", help="check a running stack with the example clients' requests"
     )
     args = parser.parse_args(argv)
     if args.command == "demo":

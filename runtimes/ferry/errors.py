@@ -1,9 +1,11 @@
-"""Errors that the core raises. Each carries a transport-neutral code; every front end maps codes to its own
-status in exactly one table (``server/rest.py``, ``server/grpc.py``, ``adapters/*``)."""
+"""Errors that the core raises. Each carries a transport-neutral code, and ``STATUS`` is the one table that says
+what each code answers on every front end: HTTP (the lean server, kserve.ModelServer's REST, MLServer's REST)
+and gRPC (the lean server, kserve.ModelServer's gRPC)."""
 
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 
 import orjson
 
@@ -16,6 +18,24 @@ class ErrorCode(enum.Enum):
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
     BAD_GATEWAY = "BAD_GATEWAY"
     INTERNAL = "INTERNAL"
+
+
+@dataclass(frozen=True)
+class Status:
+    http: int
+    grpc: str  # the name of a grpc.StatusCode (this module imports no transport)
+
+
+STATUS: dict[ErrorCode, Status] = {
+    ErrorCode.INVALID_ARGUMENT: Status(400, "INVALID_ARGUMENT"),
+    ErrorCode.NOT_FOUND: Status(404, "NOT_FOUND"),
+    ErrorCode.RESOURCE_EXHAUSTED: Status(413, "RESOURCE_EXHAUSTED"),
+    ErrorCode.UNAVAILABLE: Status(503, "UNAVAILABLE"),
+    ErrorCode.DEADLINE_EXCEEDED: Status(504, "DEADLINE_EXCEEDED"),
+    # gRPC has no "bad gateway": an upstream that failed is, to the caller, a service unavailable for now.
+    ErrorCode.BAD_GATEWAY: Status(502, "UNAVAILABLE"),
+    ErrorCode.INTERNAL: Status(500, "INTERNAL"),
+}
 
 
 class ServingError(Exception):

@@ -18,6 +18,7 @@ from ferry.backends import Backend
 from ferry.batching import BatchingPolicy, DynamicBatcher, Tensors
 from ferry.errors import InvalidInput, NotReady
 from ferry.metrics import LOAD_SECONDS, READY, PrometheusBatchMetrics
+from ferry.repository import Handler
 from ferry.settings import BatchingSettings, ModelSettings, available_cpus
 from ferry.signature import Signature
 
@@ -77,7 +78,7 @@ def _mlflow_backend(model_dir: Path, settings: ModelSettings, signature: Signatu
     flavors = mlmodel.get("flavors", {})
     if signature is None and '"tensor"' in str((mlmodel.get("signature") or {}).get("inputs", "")):
         # The MLmodel's tensor signature names the tensors (a torch.export program only knows its
-        # argument names); unnamed tensors become input-0 / output-0, as the seed's clients send them.
+        # argument names); unnamed tensors become input-0 / output-0, as KServe's and Seldon's example clients send them.
         signature = mlflow.pyfunc_signature(mlmodel)
     # Native flavours run on Ferry's own backends (batched, CUDA-capable, no unpickling).
     native = {"onnx": "onnx", "pytorch": "torch_export"}
@@ -106,7 +107,7 @@ def _inline_below_s(settings: ModelSettings) -> float:
     return settings.inline_compute_us / 1e6
 
 
-class Predictor:
+class Predictor(Handler):
     """A model served with dynamic batching. ``load()`` then ``infer()``; ``close()`` drains and stops."""
 
     def __init__(self, name: str, source: str | Path, settings: ModelSettings, cache_dir: Path | None = None):

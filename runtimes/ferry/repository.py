@@ -1,32 +1,57 @@
-"""The models one server serves, by name. Any object with the ``Handler`` shape can be served: the predictor,
-the Feast transformer, the explainer."""
+"""The models one server serves, by name. Anything a Ferry server serves is a ``Handler``: the predictor, the
+Feast transformer, the explainer."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
 
 import numpy as np
 
 from ferry.errors import ModelNotFound, NotReady
+from ferry.protocol import v1
 from ferry.signature import Signature
 
 
-class Handler(Protocol):
-    name: str
-    version: str
-    ready: bool
-    signature: Signature | None
+class Handler:
+    """What every front end (the lean server, kserve.ModelServer, MLServer) calls. V2 inference, metadata and the
+    lifecycle are each handler's own; the other capabilities are declared here with their defaults, so a front end
+    calls them and never probes for them:
 
-    async def load(self) -> None: ...
+    - ``predict_v1``: KServe V1 ``instances`` decoded against the signature and run through ``infer``;
+    - ``explains`` / ``explain_v1``: no explanation (a predictor may forward explain to an explainer instead);
+    - ``class_names``: the output columns' names, when the model knows them (Seldon's ``names``);
+    - ``triton_config``: no Triton model configuration."""
+
+    name: str
+    version: str = "1"
+    ready: bool = False
+    signature: Signature | None = None
+    class_names: list[str] | None = None
+    explains: bool = False
+
+    async def load(self) -> None:
+        raise NotImplementedError
 
     async def infer(
         self, inputs: dict[str, np.ndarray], outputs: list[str] | None = None
-    ) -> dict[str, np.ndarray]: ...
+    ) -> dict[str, np.ndarray]:
+        raise NotImplementedError
 
-    def metadata(self) -> dict: ...
+    def metadata(self) -> dict:
+        raise NotImplementedError
 
-    async def close(self, drain_timeout_s: float = 30.0) -> None: ...
+    async def close(self, drain_timeout_s: float = 30.0) -> None:
+        self.ready = False
+
+    async def predict_v1(self, body) -> dict:
+        """``{"predictions": ...}``, numpy arrays inside (every front end serialises them)."""
+        return v1.encode_v1(await self.infer(v1.decode_v1(body, self.signature)))
+
+    async def explain_v1(self, body) -> dict:
+        raise ModelNotFound(f"model {self.name!r} does not explain")
+
+    def triton_config(self) -> dict:
+        raise ModelNotFound(f"model {self.name!r} has no Triton model configuration")
 
 
 class Repository:

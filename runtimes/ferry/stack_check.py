@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-SEED_ROW = [24, 65.5, 1572.0, 1]
-SEED_NAMES = ["tenure", "monthly_charges", "total_charges", "contract"]
+EXAMPLE_ROW = [24, 65.5, 1572.0, 1]
+FEATURE_NAMES = ["tenure", "monthly_charges", "total_charges", "contract"]
 CUSTOMERS = ["C00001", "C00002"]
 TOLERANCE = 1e-4
 
@@ -54,8 +54,8 @@ class Reference:
             model_path=demo / "churn" / "onnx" / "model.onnx",
             class_names=list(meta["class_names"]),
             thresholds=(fields["high_risk_threshold"].default, fields["medium_risk_threshold"].default),
-            feature_names=SEED_NAMES,
-            features_by_customer={c: newest.loc[c, SEED_NAMES].astype(float).tolist() for c in CUSTOMERS},
+            feature_names=FEATURE_NAMES,
+            features_by_customer={c: newest.loc[c, FEATURE_NAMES].astype(float).tolist() for c in CUSTOMERS},
         )
 
     @functools.cached_property
@@ -92,7 +92,7 @@ def _ok(response: httpx.Response) -> dict:
 
 def run_checks(args: argparse.Namespace) -> int:
     reference = Reference.load(Path(args.demo_dir))
-    seed_probabilities = reference.probabilities([SEED_ROW])
+    example_probabilities = reference.probabilities([EXAMPLE_ROW])
     predictor = f"http://127.0.0.1:{args.predictor_port}"
     transformer = f"http://127.0.0.1:{args.transformer_port}"
     explainer = f"http://127.0.0.1:{args.explainer_port}"
@@ -111,9 +111,9 @@ def run_checks(args: argparse.Namespace) -> int:
         print(f"{'PASS' if ok else 'FAIL'}  {name}: {detail}")
 
     def kserve_v2():
-        body = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": [SEED_ROW]}]}
+        body = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": [EXAMPLE_ROW]}]}
         outputs = _ok(client.post(f"{predictor}/v2/models/churn/infer", json=body))["outputs"]
-        return _same(outputs[0]["data"], seed_probabilities, "probabilities")
+        return _same(outputs[0]["data"], example_probabilities, "probabilities")
 
     def grpc_v2():
         import grpc
@@ -123,22 +123,24 @@ def run_checks(args: argparse.Namespace) -> int:
 
         request = pb.ModelInferRequest(model_name="churn")
         request.inputs.add(name="input-0", datatype="FP32", shape=[1, 4])
-        request.raw_input_contents.append(np.asarray([SEED_ROW], dtype=np.float32).tobytes())
+        request.raw_input_contents.append(np.asarray([EXAMPLE_ROW], dtype=np.float32).tobytes())
         with grpc.insecure_channel(f"127.0.0.1:{args.predictor_grpc_port}") as channel:
             response = Stub(channel).ModelInfer(request, timeout=30)
         got = np.frombuffer(response.raw_output_contents[0], dtype=np.float32)
-        return _same(got, seed_probabilities, "probabilities")
+        return _same(got, example_probabilities, "probabilities")
 
     def kserve_v1():
-        predictions = _ok(client.post(f"{predictor}/v1/models/churn:predict", json={"instances": [SEED_ROW]}))
-        return _same(predictions["predictions"], seed_probabilities, "predictions")
+        predictions = _ok(
+            client.post(f"{predictor}/v1/models/churn:predict", json={"instances": [EXAMPLE_ROW]})
+        )
+        return _same(predictions["predictions"], example_probabilities, "predictions")
 
     def seldon_predict():
-        body = {"data": {"ndarray": [SEED_ROW], "names": SEED_NAMES}}
+        body = {"data": {"ndarray": [EXAMPLE_ROW], "names": FEATURE_NAMES}}
         data = _ok(client.post(f"{predictor}/api/v1.0/predictions", json=body))["data"]
         if data.get("names") != reference.class_names:
             raise Mismatch(f"names: got {data.get('names')}, expected {reference.class_names}")
-        return _same(data["ndarray"], seed_probabilities, "ndarray")
+        return _same(data["ndarray"], example_probabilities, "ndarray")
 
     def transformer_enrich():
         body = _ok(
@@ -153,10 +155,10 @@ def run_checks(args: argparse.Namespace) -> int:
 
     def explained(base: str) -> str:
         body = _ok(
-            client.post(f"{base}/api/v1.0/explain", json={"data": {"ndarray": [SEED_ROW]}}, timeout=120)
+            client.post(f"{base}/api/v1.0/explain", json={"data": {"ndarray": [EXAMPLE_ROW]}}, timeout=120)
         )
         summary = body["summary"]
-        expected = reference.class_names[int(np.argmax(seed_probabilities))]
+        expected = reference.class_names[int(np.argmax(example_probabilities))]
         if summary["prediction"] != expected:
             raise Mismatch(f"explained prediction {summary['prediction']!r}, the model predicts {expected!r}")
         strangers = [c for c in summary["anchor"] if not any(name in c for name in reference.feature_names)]

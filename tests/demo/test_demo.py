@@ -195,12 +195,12 @@ def test_churn_model_beats_chance_on_heldout_rows(runners, heldout, root, manife
 
 
 def test_churn_model_takes_raw_feature_values(runners):
-    """Standardisation is inside the model: raw values from the seed's clients give sensible answers."""
+    """Standardisation is inside the model: raw values as the example clients send them give sensible answers."""
     run = runners["churn"]["onnx"]
-    seed_example = run(np.array([[24, 65.5, 1572.0, 1]], dtype=np.float32))[0]
+    client_example = run(np.array([[24, 65.5, 1572.0, 1]], dtype=np.float32))[0]
     new_expensive_monthly = run(np.array([[1, 105.0, 105.0, 0]], dtype=np.float32))[0, 1]
     loyal_two_year = run(np.array([[70, 25.0, 1750.0, 2]], dtype=np.float32))[0, 1]
-    assert 0.0 < seed_example[1] < 1.0
+    assert 0.0 < client_example[1] < 1.0
     assert new_expensive_monthly > 0.5 > loyal_two_year
 
 

@@ -1,4 +1,4 @@
-"""The demo's Triton model repository (``ferry.demo.triton``, the seed's Step 6), checked without Triton:
+"""The demo's Triton model repository (``ferry.demo.triton``), checked without Triton:
 every config parsed with Triton's own ``ModelConfig`` protobuf, the ensemble wired consistently, the classifier
 config matching its ONNX file, and the preprocessing model's ``execute`` run against a stand-in for
 ``triton_python_backend_utils``, its output fed to the ONNX classifier."""

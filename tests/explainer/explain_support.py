@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import re
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import pytest
-from support.servers import REPO, ServerProcess, free_port, start
+from support.servers import REPO, ServerProcess, free_port, start, start_all  # noqa: F401 - start_all re-exported
 
 PREDICTOR_PYTHON = REPO / ".venv" / "bin" / "python"
 
-SEED_INSTANCE = [24, 65.5, 1572.0, 1]
-#: The seed's Seldon client payload.
-SELDON_PAYLOAD = {"data": {"ndarray": [SEED_INSTANCE]}}
+EXAMPLE_INSTANCE = [24, 65.5, 1572.0, 1]
+#: The Seldon client example's payload (examples/seldon/seldon_client.py).
+SELDON_PAYLOAD = {"data": {"ndarray": [EXAMPLE_INSTANCE]}}
 #: Small, quick explanations (anchors' batch of 100 rows is the default already).
 QUICK = {"AnchorTabular": {"coverage_samples": 500}, "KernelShap": {}, "shap": {}}
 
@@ -65,20 +63,3 @@ def explainer_command(port: int, *flags: str) -> list[str]:
 def start_explainer(log: Path, *flags: str) -> ServerProcess:
     port = free_port()
     return start(explainer_command(port, *flags), log, http_port=port, timeout=180)
-
-
-def start_all(jobs: dict[str, tuple]) -> dict[str, ServerProcess]:
-    """Start servers concurrently; if any fails, stop the others and fail with its log."""
-    with ThreadPoolExecutor(len(jobs)) as pool:
-        futures = {name: pool.submit(fn, *args) for name, (fn, *args) in jobs.items()}
-    servers, errors = {}, []
-    for name, future in futures.items():
-        try:
-            servers[name] = future.result()
-        except Exception as exc:
-            errors.append(f"{name}: {exc}")
-    if errors:
-        for server in servers.values():
-            server.stop()
-        pytest.fail("\n\n".join(errors))
-    return servers

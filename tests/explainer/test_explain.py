@@ -1,11 +1,11 @@
-"""Each engine explains the seed's churn instance through KServe's V1 ``:explain`` and Seldon's
+"""Each engine explains the example clients' churn instance through KServe's V1 ``:explain`` and Seldon's
 ``/api/v1.0/explain``, and the predictor sees a few large requests, exactly as many as the response reports."""
 
 from __future__ import annotations
 
 import httpx
 import pytest
-from explain_support import QUICK, SEED_INSTANCE, SELDON_PAYLOAD, metric
+from explain_support import EXAMPLE_INSTANCE, QUICK, SELDON_PAYLOAD, metric
 
 ENGINES = ["AnchorTabular", "KernelShap", "shap"]
 FEATURES = ["tenure", "monthly_charges", "total_charges", "contract"]
@@ -14,7 +14,7 @@ FEATURES = ["tenure", "monthly_charges", "total_charges", "contract"]
 def explain(server, route: str, engine: str, body: dict | None = None) -> httpx.Response:
     body = dict(body or SELDON_PAYLOAD)
     if route == "v1":
-        body = {"instances": [SEED_INSTANCE], "parameters": QUICK[engine]}
+        body = {"instances": [EXAMPLE_INSTANCE], "parameters": QUICK[engine]}
         url = f"{server.url}/v1/models/churn:explain"
     else:
         url = f"{server.url}/api/v1.0/explain"
@@ -25,7 +25,7 @@ def check_explanation(engine: str, payload: dict) -> None:
     assert {"meta", "data", "summary", "predictor_requests", "predictor_rows"} <= set(payload)
     summary = payload["summary"]
     assert summary["engine"] == engine
-    assert summary["prediction"] == "no_churn"  # the demo model gives the seed's customer ~0.87 no_churn
+    assert summary["prediction"] == "no_churn"  # the demo model gives the example customer ~0.87 no_churn
     if engine == "AnchorTabular":
         assert payload["meta"]["name"] == "AnchorTabular"
         assert payload["data"]["anchor"] == summary["anchor"]
@@ -79,7 +79,7 @@ def test_kserve_model_server_explains(explainers):
     server = explainers["kserve"]
     response = httpx.post(
         f"{server.url}/v1/models/churn:explain",
-        json={"instances": [SEED_INSTANCE], "parameters": {"threshold": 0.9}},
+        json={"instances": [EXAMPLE_INSTANCE], "parameters": {"threshold": 0.9}},
         timeout=60,
     )
     assert response.status_code == 200, response.text
@@ -93,7 +93,7 @@ def test_kserve_model_server_explains(explainers):
 def test_parameters_reach_the_engine(explainers):
     response = httpx.post(
         f"{explainers['AnchorTabular'].url}/v1/models/churn:explain",
-        json={"instances": [SEED_INSTANCE], "parameters": {"threshold": 0.9, "batch_size": 250}},
+        json={"instances": [EXAMPLE_INSTANCE], "parameters": {"threshold": 0.9, "batch_size": 250}},
         timeout=60,
     )
     assert response.status_code == 200, response.text
@@ -104,7 +104,7 @@ def test_parameters_reach_the_engine(explainers):
 def test_several_instances_and_names(explainers):
     body = {
         "instances": [
-            SEED_INSTANCE,
+            EXAMPLE_INSTANCE,
             {"tenure": 2, "monthly_charges": 95.0, "total_charges": 190.0, "contract": "month-to-month"},
         ]
     }
@@ -120,7 +120,7 @@ def test_predict_is_forwarded(explainers):
     for engine in ("AnchorTabular", "KernelShap"):  # V1 and V2 to the predictor
         response = httpx.post(
             f"{explainers[engine].url}/v1/models/churn:predict",
-            json={"instances": [SEED_INSTANCE]},
+            json={"instances": [EXAMPLE_INSTANCE]},
             timeout=30,
         )
         assert response.status_code == 200, response.text

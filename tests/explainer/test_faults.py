@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from explain_support import SEED_INSTANCE, start_explainer, start_predictor
+from explain_support import EXAMPLE_INSTANCE, start_explainer, start_predictor
 from support.faults import kill_and_restart_under_load, post
 from support.servers import free_port
 
@@ -33,7 +33,7 @@ def test_predictor_killed_and_restarted_under_load(protocol, demo, tmp_path):
     restarted = []
 
     def send():
-        return post(client, f"{explainer.url}/v1/models/churn:explain", {"instances": [SEED_INSTANCE]})
+        return post(client, f"{explainer.url}/v1/models/churn:explain", {"instances": [EXAMPLE_INSTANCE]})
 
     try:
         timeline = kill_and_restart_under_load(

@@ -8,7 +8,7 @@ import time
 
 import httpx
 import pytest
-from explain_support import SEED_INSTANCE, SELDON_PAYLOAD, metric
+from explain_support import EXAMPLE_INSTANCE, SELDON_PAYLOAD, metric
 
 
 def post(server, body, path="/v1/models/churn:explain") -> httpx.Response:
@@ -25,18 +25,24 @@ def post(server, body, path="/v1/models/churn:explain") -> httpx.Response:
             {"instances": [{"tenure": 24}]},
             "missing features ['monthly_charges', 'total_charges', 'contract']",
         ),
-        ({"rows": [SEED_INSTANCE]}, "request must have 'instances'"),
-        ({"instances": [SEED_INSTANCE] * 5}, "at most 4 per request"),
+        ({"rows": [EXAMPLE_INSTANCE]}, "request must have 'instances'"),
+        ({"instances": [EXAMPLE_INSTANCE] * 5}, "at most 4 per request"),
         (
-            {"instances": [SEED_INSTANCE], "parameters": {"threshold": 0.999}},
+            {"instances": [EXAMPLE_INSTANCE], "parameters": {"threshold": 0.999}},
             "'threshold' must be within [0.5, 0.99]",
         ),
         (
-            {"instances": [SEED_INSTANCE], "parameters": {"batch_size": 10**6}},
+            {"instances": [EXAMPLE_INSTANCE], "parameters": {"batch_size": 10**6}},
             "'batch_size' must be within [1, 2000]",
         ),
-        ({"instances": [SEED_INSTANCE], "parameters": {"nsamples": 10}}, "unknown parameter(s) ['nsamples']"),
-        ({"instances": [SEED_INSTANCE], "parameters": {"beam_size": 1.5}}, "'beam_size' must be an integer"),
+        (
+            {"instances": [EXAMPLE_INSTANCE], "parameters": {"nsamples": 10}},
+            "unknown parameter(s) ['nsamples']",
+        ),
+        (
+            {"instances": [EXAMPLE_INSTANCE], "parameters": {"beam_size": 1.5}},
+            "'beam_size' must be an integer",
+        ),
     ],
 )
 def test_bad_requests_are_400_naming_the_problem(explainers, body, expected):
@@ -54,7 +60,7 @@ def test_seldon_errors_use_seldons_status_form(explainers):
 
 def test_shap_sample_bounds(explainers):
     response = post(
-        explainers["KernelShap"], {"instances": [SEED_INSTANCE], "parameters": {"nsamples": 5000}}
+        explainers["KernelShap"], {"instances": [EXAMPLE_INSTANCE], "parameters": {"nsamples": 5000}}
     )
     assert response.status_code == 400
     assert "'nsamples' must be within [1, 4096]" in response.json()["error"]
@@ -78,7 +84,7 @@ def test_overload_503_and_timeout_504(explainers):
         assert time.monotonic() < deadline, "the first explanation was never admitted"
         time.sleep(0.02)
 
-    busy = post(server, {"instances": [SEED_INSTANCE]})
+    busy = post(server, {"instances": [EXAMPLE_INSTANCE]})
     assert busy.status_code == 503
     assert busy.headers["retry-after"] == "1"
     assert "busy" in busy.json()["error"]
@@ -92,6 +98,6 @@ def test_overload_503_and_timeout_504(explainers):
     while metric(server.url, "ferry_explain_admitted", model="churn") > 0:
         assert time.monotonic() < deadline, "the worker was never released"
         time.sleep(0.05)
-    again = post(server, {"instances": [SEED_INSTANCE]})
+    again = post(server, {"instances": [EXAMPLE_INSTANCE]})
     assert again.status_code == 504
     assert metric(server.url, "ferry_explain_requests_total", model="churn", outcome="overloaded") == 1

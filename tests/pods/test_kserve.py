@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from cluster import Cluster
 from controllers import kserve_pods
-from ferry.stack_check import CUSTOMERS, SEED_ROW, Reference
+from ferry.stack_check import CUSTOMERS, EXAMPLE_ROW, Reference
 from world import cluster_with_s3, render
 
 pytestmark = pytest.mark.timeout(1200)  # the module fixture starts every pod
@@ -109,7 +109,7 @@ def predictor_pods(running):
 
 def test_every_predictor_answers_v2_and_v1_through_its_service(deployed, reference):
     cluster, running = deployed
-    rows = [SEED_ROW, [2, 99.0, 198.0, 0]]
+    rows = [EXAMPLE_ROW, [2, 99.0, 198.0, 0]]
     expected = reference.probabilities(rows)
     for pod in predictor_pods(running):
         isvc = pod.pod.workload.split("/", 1)[1]
@@ -149,11 +149,13 @@ def test_the_transformer_enriches_from_feast_and_calls_its_predictor(deployed, r
 def test_the_explainers_explain_the_predictors_answer(deployed, reference, service, model):
     cluster, running = deployed
     response = httpx.post(
-        f"{cluster.url(service, 80)}/v1/models/{model}:explain", json={"instances": [SEED_ROW]}, timeout=180
+        f"{cluster.url(service, 80)}/v1/models/{model}:explain",
+        json={"instances": [EXAMPLE_ROW]},
+        timeout=180,
     )
     pod = running[service.split(".")[0]]
     assert response.status_code == 200, f"{response.text}\n{pod.logs()}"
     summary = response.json()["summary"]
-    expected = reference.class_names[int(np.argmax(reference.probabilities([SEED_ROW])))]
+    expected = reference.class_names[int(np.argmax(reference.probabilities([EXAMPLE_ROW])))]
     assert summary["prediction"] == expected
     assert response.json()["predictor_requests"] > 0

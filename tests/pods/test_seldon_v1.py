@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from cluster import Cluster
 from controllers import graph_units, seldon_v1_pods
-from ferry.stack_check import SEED_NAMES, SEED_ROW, Reference
+from ferry.stack_check import EXAMPLE_ROW, FEATURE_NAMES, Reference
 from support.seldon_client import run_seldon_client
 from support.servers import REPO, start
 from world import cluster_with_s3, render
@@ -100,7 +100,7 @@ def test_each_model_container_answers_the_executors_call(deployed, reference):
     """Seldon's executor calls every MODEL unit at localhost:<httpPort> in the SeldonDeployment's protocol."""
     _, docs, running = deployed
     protocols = {d["metadata"]["name"]: d["spec"].get("protocol", "seldon") for d in docs if "predictors" in d.get("spec", {})}  # fmt: skip
-    rows = [SEED_ROW, [2, 99.0, 198.0, 0]]
+    rows = [EXAMPLE_ROW, [2, 99.0, 198.0, 0]]
     expected = reference.probabilities(rows)
     answered = 0
     for pod in running.values():
@@ -116,7 +116,7 @@ def test_each_model_container_answers_the_executors_call(deployed, reference):
                 assert response.status_code == 200, f"{sdep}: {response.text}\n{pod.logs()}"
                 got = response.json()["outputs"][0]["data"]
             else:
-                body = {"data": {"names": SEED_NAMES, "ndarray": rows}}
+                body = {"data": {"names": FEATURE_NAMES, "ndarray": rows}}
                 response = httpx.post(f"{base}/api/v1.0/predictions", json=body, timeout=60)
                 assert response.status_code == 200, f"{sdep}: {response.text}\n{pod.logs()}"
                 data = response.json()["data"]
@@ -144,7 +144,7 @@ def test_the_users_client_predicts_and_explains_through_the_service(deployed, re
     cluster, _, running = deployed
     url = f"{cluster.url('churn-explained-default.seldon', 9000)}/api/v1.0/predictions"
     prediction, explanation = run_seldon_client(url, tmp_path, REPO / ".venv" / "bin" / "python")
-    expected = reference.class_names[int(np.argmax(reference.probabilities([SEED_ROW])))]
+    expected = reference.class_names[int(np.argmax(reference.probabilities([EXAMPLE_ROW])))]
     row = prediction["data"]["ndarray"][0]
     assert prediction["data"]["names"][row.index(max(row))] == expected
     assert explanation["summary"]["prediction"] == expected, running[

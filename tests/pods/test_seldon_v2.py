@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from cluster import Cluster
 from controllers import Download, rclone_remote_env, seldon_v2_server_pods
-from ferry.stack_check import SEED_ROW, Reference
+from ferry.stack_check import EXAMPLE_ROW, Reference
 from support.seldon_agent import PINNED_VERSION, place_model
 from world import cluster_with_s3, render
 
@@ -43,7 +43,7 @@ def test_the_agent_loads_every_model_the_server_can_run(deployed, demo, secrets,
     agent_models = cluster.volume_dir(server.pod, "mlserver-models")
     client = grpcclient.InferenceServerClient(url=f"{server.ip}:9500")
     reference = Reference.load(demo)
-    rows = [SEED_ROW, [2, 99.0, 198.0, 0]]
+    rows = [EXAMPLE_ROW, [2, 99.0, 198.0, 0]]
     for model in models:
         name = model["metadata"]["name"]
         download = Download(

@@ -9,8 +9,8 @@ import httpx
 import numpy as np
 import pytest
 
-SEED_ROWS = [[24, 65.5, 1572.0, 1], [12, 45.0, 540.0, 0]]  # the seed's KServe client instances
-GOLDEN = np.array([*SEED_ROWS, [70, 110.0, 7700.0, 2], [1, 20.0, 20.0, 0]], dtype=np.float32)
+EXAMPLE_ROWS = [[24, 65.5, 1572.0, 1], [12, 45.0, 540.0, 0]]  # the KServe client example's instances
+GOLDEN = np.array([*EXAMPLE_ROWS, [70, 110.0, 7700.0, 2], [1, 20.0, 20.0, 0]], dtype=np.float32)
 MODELS = ["churn", "churn-ts", "churn-pt2"]
 
 
@@ -48,7 +48,7 @@ def test_v2_json_large_bodies(server, reference, nested):
 
 
 def test_seed_verification_request(server, reference):
-    # verify_model_serving.sh's request, with the seed's model name swapped for ours
+    # scripts/verify.sh's request
     payload = '{"inputs":[{"name":"input-0","shape":[1,4],"datatype":"FP32","data":[[24,65.5,1572.0,1]]}]}'
     response = httpx.post(
         f"{server.url}/v2/models/churn/infer", content=payload, headers={"Content-Type": "application/json"}
@@ -74,7 +74,7 @@ def test_v1_instances_and_columnar(server, reference):
 def test_seldon_ndarray_and_tensor(server, reference):
     names = ["tenure", "monthly_charges", "total_charges", "contract"]
     response = httpx.post(
-        f"{server.url}/api/v1.0/predictions", json={"data": {"ndarray": SEED_ROWS, "names": names}}
+        f"{server.url}/api/v1.0/predictions", json={"data": {"ndarray": EXAMPLE_ROWS, "names": names}}
     )
     assert response.status_code == 200, response.text
     body = response.json()
@@ -257,7 +257,7 @@ def test_http_request_metrics_count_every_request_by_protocol_and_status(server)
         assert httpx.post(f"{server.url}/v2/models/churn/infer", json=v2_body(GOLDEN[:1])).status_code == 200
     for _ in range(3):
         assert httpx.post(f"{server.url}/v2/models/churn/infer", json={"inputs": []}).status_code == 400
-    response = httpx.post(f"{server.url}/v1/models/churn:predict", json={"instances": SEED_ROWS})
+    response = httpx.post(f"{server.url}/v1/models/churn:predict", json={"instances": EXAMPLE_ROWS})
     assert response.status_code == 200
     requests, latency = scrape()
 

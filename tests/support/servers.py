@@ -9,10 +9,12 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -105,3 +107,20 @@ def start_predictor(
         *flags,
     ]
     return start(command, log_path, http_port=http_port, grpc_port=grpc_port, timeout=timeout, env=env)
+
+
+def start_all(jobs: dict[str, tuple]) -> dict[str, ServerProcess]:
+    """Start servers concurrently; if any fails, stop the others and fail with its log."""
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        futures = {name: pool.submit(fn, *args) for name, (fn, *args) in jobs.items()}
+    servers, errors = {}, []
+    for name, future in futures.items():
+        try:
+            servers[name] = future.result()
+        except Exception as exc:
+            errors.append(f"{name}: {exc}")
+    if errors:
+        for server in servers.values():
+            server.stop()
+        pytest.fail("\n\n".join(errors))
+    return servers

@@ -89,10 +89,10 @@ def main(argv: list[str] | None = None) -> int:
 
         import_feast()  # on the main thread, before serving (see import_feast)
     if settings.server == "kserve":
-        from ferry_feast.kserve_model import serve_with_kserve
+        from ferry.adapters.kserve import serve_with_kserve
 
         handler, _ = build(settings, owns_predictor=True)
-        return serve_with_kserve(handler, settings)
+        return serve_with_kserve([handler], settings.http_port, settings.grpc_port)
     from ferry.repository import Repository
     from ferry.server.app import ServeOptions, serve
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from ferry.errors import InvalidInput, ServingError, UpstreamError
+from ferry.repository import Handler
 from ferry.signature import Signature, TensorSpec
 
 from ferry_feast.client import PredictorClient
@@ -35,7 +36,7 @@ class Thresholds:
     medium: float = 0.4
 
     def label(self, probability: float) -> str:
-        # Strictly above, as in the seed's transformer.
+        # Strictly above: a probability equal to a threshold takes the lower label.
         if probability > self.high:
             return HIGH
         if probability > self.medium:
@@ -55,7 +56,7 @@ class Result:
 WAVE_GATHER_TURNS = 1
 
 
-class FeastTransformer:
+class FeastTransformer(Handler):
     name: str
     version = "1"
 

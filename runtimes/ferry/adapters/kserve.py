@@ -1,30 +1,37 @@
 """Ferry's handlers as ``kserve.Model``s, for users who run KServe's own ModelServer (to chain KServe
 transformers, or keep its routes). Logic-free: ``FerryKServeModel`` converts KServe's request objects to numpy
-and back and maps errors, for the predictor (``FerryModel``), the transformer and the explainer alike; the
-batching, backends and validation are the same objects the lean server uses."""
+and back and maps errors, for the predictor, the transformer and the explainer alike (``ferry.repository.Handler``
+declares what each can do); the batching, backends and validation are the same objects the lean server uses."""
 
 from __future__ import annotations
 
 import uuid
 
+import grpc
 import kserve
+from fastapi import HTTPException
+from grpc_interceptor.exceptions import GrpcException
 from kserve.errors import InvalidInput as KServeInvalidInput
 from kserve.errors import ModelNotReady
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from ferry.codec import datatype_of
 from ferry.context import request_headers
-from ferry.errors import ErrorCode, ServingError
-from ferry.protocol import v1
+from ferry.errors import STATUS, ErrorCode, ServingError
 
 
-def kserve_error(exc: ServingError, model_name: str) -> Exception:
-    # The one error table of this front end: KServe's own exception types carry its HTTP/gRPC statuses.
+def kserve_error(exc: ServingError, model_name: str, *, grpc_call: bool = False) -> Exception:
+    """The status of ``ferry.errors.STATUS``, as the exception KServe's servers turn into it: over gRPC a
+    grpc-interceptor exception with the status code; over REST KServe's own type where it has one (its handler
+    answers ``{"error": ...}``), else an HTTPException with the status."""
+    status = STATUS[exc.code]
+    if grpc_call:
+        return GrpcException(details=exc.message, status_code=grpc.StatusCode[status.grpc])
     if exc.code is ErrorCode.INVALID_ARGUMENT:
         return KServeInvalidInput(exc.message)
     if exc.code is ErrorCode.UNAVAILABLE:
         return ModelNotReady(model_name, exc.message)
-    return exc
+    return HTTPException(status_code=status.http, detail=exc.message)
 
 
 class FerryKServeModel(kserve.Model):
@@ -54,7 +61,7 @@ class FerryKServeModel(kserve.Model):
         try:
             return await method(payload)
         except ServingError as exc:
-            raise kserve_error(exc, self.name) from None
+            raise kserve_error(exc, self.name, grpc_call=getattr(payload, "from_grpc", False)) from None
         finally:
             request_headers.reset(token)
 
@@ -63,7 +70,15 @@ class FerryKServeModel(kserve.Model):
         return await self._call(method, payload, headers)
 
     async def predict_v1(self, body):
-        return await self.handler.predict_v1(body)
+        # KServe serialises with the standard json module: numpy arrays become lists here.
+        return _builtin(await self.handler.predict_v1(body))
+
+    async def explain(self, payload, headers=None):
+        """KServe routes ``:explain`` here: the handler's own explanation, else KServe's default (forwarding to
+        the InferenceService's explainer)."""
+        if self.handler.explains:
+            return await self._call(self.handler.explain_v1, payload, headers)
+        return await super().explain(payload, headers)
 
     async def _predict_v2(self, request: InferRequest) -> InferResponse:
         inputs = {tensor.name: tensor.as_numpy() for tensor in request.inputs}
@@ -83,27 +98,22 @@ class FerryKServeModel(kserve.Model):
         )
 
 
-class FerryModel(FerryKServeModel):
-    """The predictor: V1 ``instances`` decoded against its signature."""
-
-    async def predict_v1(self, body):
-        predictor = self.handler
-        outputs = await predictor.infer(v1.decode_v1(body, predictor.signature))
-        if len(outputs) == 1:
-            return {"predictions": next(iter(outputs.values())).tolist()}
-        return {"predictions": v1.encode_v1({k: v.tolist() for k, v in outputs.items()})["predictions"]}
+def _builtin(value):
+    """numpy arrays and scalars inside ``value`` as Python lists and numbers."""
+    if isinstance(value, dict):
+        return {key: _builtin(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_builtin(item) for item in value]
+    return value.tolist() if hasattr(value, "tolist") else value
 
 
-def serve_with_kserve(repository, settings) -> int:
-    """Run every model of ``repository`` inside kserve.ModelServer."""
+def serve_with_kserve(handlers, http_port: int, grpc_port: int = 0) -> int:
+    """Run ``handlers`` (a Repository, or any iterable of handlers) inside kserve.ModelServer; gRPC only when a
+    port is given."""
     # Imported here: kserve.model_server parses sys.argv when imported.
     from kserve import ModelServer
 
-    models = [FerryModel(predictor) for predictor in repository]
     ModelServer(
-        http_port=settings.http_port,
-        grpc_port=settings.grpc_port,
-        workers=1,
-        enable_grpc=bool(settings.grpc_port),
-    ).start(models)
+        http_port=http_port, grpc_port=grpc_port or 8081, workers=1, enable_grpc=bool(grpc_port)
+    ).start([FerryKServeModel(handler) for handler in handlers])
     return 0

@@ -25,25 +25,15 @@ from mlserver.utils import get_model_uri
 from pydantic import ValidationError
 
 from ferry import metrics
-from ferry.errors import ErrorCode, ServingError
+from ferry.errors import STATUS, ServingError
 from ferry.model import Predictor
 from ferry.settings import ModelSettings
 
-# The one error table of this front end. MLServer maps these HTTP statuses to gRPC codes itself
-# (400 -> INVALID_ARGUMENT, 404 -> NOT_FOUND; others -> UNKNOWN, a limit of MLServer 1.7.1).
-_STATUS = {
-    ErrorCode.INVALID_ARGUMENT: 400,
-    ErrorCode.NOT_FOUND: 404,
-    ErrorCode.UNAVAILABLE: 503,
-    ErrorCode.DEADLINE_EXCEEDED: 504,
-    ErrorCode.RESOURCE_EXHAUSTED: 413,
-    ErrorCode.BAD_GATEWAY: 502,
-    ErrorCode.INTERNAL: 500,
-}
-
 
 def _mlserver_error(exc: ServingError, context: str = "") -> MLServerError:
-    return MLServerError(context + exc.message, status_code=_STATUS[exc.code])
+    # The HTTP status of ferry.errors.STATUS; MLServer maps it to gRPC itself (400 -> INVALID_ARGUMENT,
+    # 404 -> NOT_FOUND; others -> UNKNOWN, a limit of MLServer 1.7.1).
+    return MLServerError(context + exc.message, status_code=STATUS[exc.code].http)
 
 
 def _export_ferry_metrics() -> None:

@@ -47,7 +47,7 @@ def pyfunc_signature(mlmodel: dict) -> Signature:
     """Ferry's tensor signature for a pyfunc model, from the MLmodel's signature.
 
     A column-based (DataFrame) signature becomes one 2-D tensor ``input-0`` of the columns in order, which is
-    what the seed's clients send; a tensor-based one maps one-to-one."""
+    what V2 clients send for one unnamed tensor; a tensor-based one maps one-to-one."""
     import json
 
     signature = mlmodel.get("signature") or {}

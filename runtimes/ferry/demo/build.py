@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from ferry.demo.models import ChurnMLP
 
 SEED = 7
-#: The seed's client example: [tenure, monthly_charges, total_charges, contract].
+#: The client examples' customer: [tenure, monthly_charges, total_charges, contract].
 EXAMPLE_INSTANCE = [24, 65.5, 1572.0, 1]
 #: The sub-folders a build owns; they are replaced on every build so a rebuild starts from a clean registry.
 OWNED = ("churn", "digits", "feast", "mlflow", "triton", "manifest.json")

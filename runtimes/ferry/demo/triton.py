@@ -1,4 +1,4 @@
-"""The seed's Triton path (Step 6): a Triton model repository for the demo churn model.
+"""The Triton path: a Triton model repository for the demo churn model.
 
 ``write_repository(out_dir, onnx_model, feature_names)`` writes ``out_dir/triton/``::
 

@@ -16,7 +16,8 @@ from google.protobuf.message import DecodeError
 from ferry import __version__
 from ferry.codec import datatype_of, decode_binary, encode_binary, numpy_dtype
 from ferry.context import new_request_id, request_headers
-from ferry.errors import ErrorCode, InvalidInput, ServingError
+from ferry.errors import STATUS as ERROR_STATUS
+from ferry.errors import InvalidInput, ServingError
 from ferry.metrics import GRPC_REQUESTS
 from ferry.protocol import grpc_predict_v2_pb2 as pb
 from ferry.protocol.oip_grpc import METHODS, SERVICE
@@ -41,15 +42,7 @@ class Status(enum.IntEnum):
     UNAVAILABLE = 14
 
 
-GRPC_STATUS = {
-    ErrorCode.INVALID_ARGUMENT: Status.INVALID_ARGUMENT,
-    ErrorCode.NOT_FOUND: Status.NOT_FOUND,
-    ErrorCode.RESOURCE_EXHAUSTED: Status.RESOURCE_EXHAUSTED,
-    ErrorCode.UNAVAILABLE: Status.UNAVAILABLE,
-    ErrorCode.DEADLINE_EXCEEDED: Status.DEADLINE_EXCEEDED,
-    ErrorCode.BAD_GATEWAY: Status.UNAVAILABLE,
-    ErrorCode.INTERNAL: Status.INTERNAL,
-}
+GRPC_STATUS = {code: Status[status.grpc] for code, status in ERROR_STATUS.items()}
 
 
 class GrpcFailure(Exception):

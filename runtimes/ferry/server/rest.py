@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ferry import __version__
 from ferry.codec import dumps
 from ferry.context import new_request_id, request_headers
-from ferry.errors import ErrorCode, InvalidInput, ModelNotFound, PayloadTooLarge, ServingError
+from ferry.errors import STATUS, ErrorCode, InvalidInput, ModelNotFound, PayloadTooLarge, ServingError
 from ferry.metrics import HTTP_METRICS, REGISTRY
 from ferry.protocol import v1, v2
 from ferry.repository import Repository
@@ -24,15 +24,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-HTTP_STATUS = {
-    ErrorCode.INVALID_ARGUMENT: 400,
-    ErrorCode.NOT_FOUND: 404,
-    ErrorCode.RESOURCE_EXHAUSTED: 413,
-    ErrorCode.UNAVAILABLE: 503,
-    ErrorCode.DEADLINE_EXCEEDED: 504,
-    ErrorCode.BAD_GATEWAY: 502,
-    ErrorCode.INTERNAL: 500,
-}
+HTTP_STATUS = {code: status.http for code, status in STATUS.items()}
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "kserve_v1", "seldon"]
 SELDON_PREDICT = {"/api/v1.0/predictions", "/api/v0.1/predictions", "/predict"}
 SELDON_EXPLAIN = {"/api/v1.0/explain", "/explain"}
@@ -201,11 +193,7 @@ class RestApp:
                 ready = handler.ready and not self.repository.draining
                 return Response(dumps({"name": name, "ready": ready}), 200 if ready else 503)
             if action == "config" and len(rest) == 1:
-                handler = self.repository.get(name, version)
-                config = getattr(handler, "triton_config", None)
-                if config is None:
-                    raise ModelNotFound(f"model {name!r} has no Triton model configuration")
-                return _ok(config())
+                return _ok(self.repository.get(name, version).triton_config())
         raise ModelNotFound(f"no V2 route for {method} /v2/{'/'.join(parts)}")
 
     async def _v2_infer(self, name: str, version: str | None, headers: dict, body) -> Response:
@@ -236,11 +224,7 @@ class RestApp:
             handler = self.repository.ready(name)
             body = self._json(body)
             if verb == "predict":
-                custom = getattr(handler, "predict_v1", None)
-                if custom is not None:
-                    return _ok(await custom(body))
-                outputs = await handler.infer(v1.decode_v1(body, handler.signature))
-                return _ok(v1.encode_v1(outputs))
+                return _ok(await handler.predict_v1(body))
             if verb == "explain":
                 return _ok(await self._explain(handler, body, seldon=False))
         raise ModelNotFound(f"no V1 route for {method} /v1/{'/'.join(parts)}")
@@ -248,9 +232,8 @@ class RestApp:
     async def _explain(self, handler, body, *, seldon: bool) -> dict:
         """The handler's own explanation (the explainer server), else the configured explainer's (a predictor
         started with --explainer_url), else 404."""
-        explain = getattr(handler, "explain_v1", None)
-        if explain is not None:
-            return await explain(body)
+        if handler.explains:
+            return await handler.explain_v1(body)
         if self.explainer is not None:
             return await self.explainer.explain(body, seldon=seldon)
         raise ModelNotFound(
@@ -263,7 +246,7 @@ class RestApp:
         body = self._json(body)
         inputs, form = v1.decode_seldon(body, handler.signature)
         outputs = await handler.infer(inputs)
-        names = getattr(handler, "class_names", None)
+        names = handler.class_names
         meta = {"requestPath": {handler.name: f"ferry:{__version__}"}}
         if isinstance(body.get("meta"), dict) and "puid" in body["meta"]:
             meta["puid"] = body["meta"]["puid"]

@@ -75,7 +75,7 @@ def ensure_demo(demo: Path) -> None:
     if (demo / "churn" / "reference.csv").exists() and (demo / "churn" / "onnx" / "model.onnx").exists():
         return
     print(f"building the demo into {demo} ...", file=sys.stderr)
-    script = "import sys; from pathlib import Path; from ferry.demo import build; build(Path(sys.argv[1]), quick=True)"
+    script = "import sys; from pathlib import Path; from ferry_tools.demo import build; build(Path(sys.argv[1]), quick=True)"
     subprocess.run([str(PREDICTOR_PYTHON), "-c", script, str(demo)], check=True, cwd=REPO, timeout=600)
 
 

@@ -45,7 +45,7 @@ BATCHES = (1, 8, 16, 32, 64)
 TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2}
 TARGET_BATCHING = 3.0
 TARGET_IN_PROCESS = 0.8
-INPUT_NAME = "input-0"  # the input of every model here (run._export, ferry.demo.models)
+INPUT_NAME = "input-0"  # the input of every model here (run._export, ferry_tools.demo.models)
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def resnet18(classes: int = 10):
 
 def digits():
     import torch
-    from ferry.demo.models import DigitsCNN
+    from ferry_tools.demo.models import DigitsCNN
 
     torch.manual_seed(0)  # untrained weights: the cost is what is measured, not the accuracy
     return DigitsCNN().eval()
@@ -113,7 +113,7 @@ def build(config: Config, side: int) -> Path:
     plus ferry.json (TorchScript; fp16 is Ferry's ``--dtype``, the file stays fp32). Built once, under
     benchmarks/.work/models/gpu or $FERRY_BENCH_MODELS."""
     import torch
-    from ferry.demo.models import signature, write_signature
+    from ferry_tools.demo.models import signature, write_signature
 
     shape = input_shape(config.model, side)
     onnx_dtype = config.dtype if config.backend == "onnx" else "fp32"

@@ -135,7 +135,7 @@ def model_dir(name: str) -> Path:
         return directory
     demo = WORK / "demo"
     if not (demo / name / "onnx" / "model.onnx").exists():
-        from ferry.demo import build
+        from ferry_tools.demo import build
 
         print(f"==> building the demo models into {demo}", file=sys.stderr)
         build(demo, quick=True, progress=lambda _: None)

@@ -109,7 +109,7 @@ def main() -> int:
 
     demo = Path(args.demo_dir)
     if not (demo / "manifest.json").exists():
-        from ferry.demo import build
+        from ferry_tools.demo import build
 
         build(demo, quick=True)
     model_dir = demo / "churn" / "onnx"

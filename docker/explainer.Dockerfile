@@ -20,7 +20,8 @@ COPY pyproject.toml README.md /src/
 COPY runtimes /src/runtimes
 COPY transformers /src/transformers
 COPY explainers /src/explainers
-RUN pip install --no-deps --no-build-isolation /src && pip check
+RUN pip install --no-deps --no-build-isolation /src && pip check \
+    && rm "$(command -v ferry)"  # the development CLI (tools/ferry_tools: demo, up) is not in the image
 # pip and setuptools themselves: a runtime image never calls them.
 RUN python -m pip uninstall --yes --quiet setuptools pip
 

@@ -22,7 +22,8 @@ COPY pyproject.toml README.md /src/
 COPY runtimes /src/runtimes
 COPY transformers /src/transformers
 COPY explainers /src/explainers
-RUN pip install --no-deps --no-build-isolation /src && pip check
+RUN pip install --no-deps --no-build-isolation /src && pip check \
+    && rm "$(command -v ferry)"  # the development CLI (tools/ferry_tools: demo, up) is not in the image
 # Nothing the server runs: torch's C++ test binaries and protoc (bin/, test/) and its C++ headers (include/, used
 # only to compile extensions); then pip and setuptools themselves, which a runtime image never calls.
 RUN rm -rf /opt/venv/lib/python3.11/site-packages/torch/bin /opt/venv/lib/python3.11/site-packages/torch/test \

@@ -36,7 +36,8 @@ COPY pyproject.toml README.md /src/
 COPY runtimes /src/runtimes
 COPY transformers /src/transformers
 COPY explainers /src/explainers
-RUN pip install --no-deps --no-build-isolation /src && pip check
+RUN pip install --no-deps --no-build-isolation /src && pip check \
+    && rm "$(command -v ferry)"  # the development CLI (tools/ferry_tools: demo, up) is not in the image
 
 FROM ${CUDA_IMAGE}
 ARG VERSION=0.1.0

@@ -28,7 +28,7 @@ def pytest_runtest_makereport(item, call):
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory):
     """The demo artifacts (quick build): churn and digits models, the MLflow registry, Feast data."""
-    from ferry.demo import build
+    from ferry_tools.demo import build
 
     out = tmp_path_factory.mktemp("demo")
     build(out, quick=True, progress=lambda line: None)

@@ -40,7 +40,7 @@ def rendered_uris(overlay: str) -> set[str]:
 def bucket(demo_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bucket")
     done = subprocess.run(
-        [sys.executable, "-m", "ferry.cli", "bucket", "--demo_dir", str(demo_dir), "--out", str(out)],
+        [sys.executable, "-m", "ferry_tools.cli", "bucket", "--demo_dir", str(demo_dir), "--out", str(out)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

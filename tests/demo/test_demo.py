@@ -1,4 +1,4 @@
-"""The demo artifacts (``ferry.demo.build``), checked from the outside: files, exports, metrics, registry."""
+"""The demo artifacts (``ferry_tools.demo.build``), checked from the outside: files, exports, metrics, registry."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from ferry.demo import build
+from ferry_tools.demo import build
 
 FEATURES = ["tenure", "monthly_charges", "total_charges", "contract"]
 FILES = [

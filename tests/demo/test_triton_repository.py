@@ -1,4 +1,4 @@
-"""The demo's Triton model repository (``ferry.demo.triton``), checked without Triton:
+"""The demo's Triton model repository (``ferry_tools.demo.triton``), checked without Triton:
 every config parsed with Triton's own ``ModelConfig`` protobuf, the ensemble wired consistently, the classifier
 config matching its ONNX file, and the preprocessing model's ``execute`` run against a stand-in for
 ``triton_python_backend_utils``, its output fed to the ONNX classifier."""
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from ferry.demo.triton import write_repository
+from ferry_tools.demo.triton import write_repository
 from google.protobuf import text_format
 
 FEATURES = ["tenure", "monthly_charges", "total_charges", "contract"]

@@ -167,6 +167,16 @@ def test_no_build_tools_or_installs_in_the_final_stage(name):
 
 
 @pytest.mark.parametrize("name", IMAGES)
+def test_the_development_tools_stay_out(name):
+    """tools/ (demo builder, ``ferry up``, the stack check) is never copied in, and the ``ferry`` script its
+    package declares is removed where the project is installed."""
+    parsed = dockerfile(name)
+    copies = [c for stage in parsed.stages for c in stage.all("COPY")]
+    assert not [c for c in copies if re.search(r"(^|\s)tools\b", c)], copies
+    assert any('rm "$(command -v ferry)"' in run for stage in parsed.stages for run in stage.all("RUN"))
+
+
+@pytest.mark.parametrize("name", IMAGES)
 def test_every_pip_install_is_exactly_pinned(name):
     parsed = dockerfile(name)
     installs = [args for stage in parsed.stages for args in pip_installs(stage)]

@@ -17,14 +17,14 @@ from support.servers import REPO, ServerProcess
 _BUILD = """
 import sys
 from pathlib import Path
-from ferry.demo import build
+from ferry_tools.demo import build
 build(Path(sys.argv[1]), quick=True, progress=lambda _: None)
 """
 
 
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory) -> Path:
-    """``ferry.demo.build(quick=True)``: churn/onnx/model.onnx, churn/reference.csv, churn/meta.json."""
+    """``ferry_tools.demo.build(quick=True)``: churn/onnx/model.onnx, churn/reference.csv, churn/meta.json."""
     if not PREDICTOR_PYTHON.exists():
         pytest.skip("needs the predictor environment (.venv) to build the demo model: scripts/envs.sh")
     out = tmp_path_factory.mktemp("demo")

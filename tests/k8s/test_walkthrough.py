@@ -36,7 +36,7 @@ def test_the_bucket_is_the_one_the_pod_tests_upload():
     text = walkthrough()
     assert "ferry bucket --out bucket" in text
     assert "bucket.write(" in (REPO / "tests" / "pods" / "world.py").read_text()
-    from ferry.demo.bucket import LAYOUT
+    from ferry_tools.demo.bucket import LAYOUT
 
     listed = set(re.findall(r"`(s3://[^`]+)`", text))
     for uri in LAYOUT:

@@ -22,7 +22,7 @@ _BUILD = """
 import json, sys
 from pathlib import Path
 sys.path.insert(0, "tests")
-from ferry.demo import build
+from ferry_tools.demo import build
 from support.models import typed_onnx
 out = Path(sys.argv[1])
 manifest = build(out, quick=True, progress=lambda _: None)
@@ -33,7 +33,7 @@ print(json.dumps(manifest["mlflow"]))
 
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory) -> dict:
-    """``ferry.demo.build(quick=True)`` output plus ``typed/``; returns its paths and the MLflow details."""
+    """``ferry_tools.demo.build(quick=True)`` output plus ``typed/``; returns its paths and the MLflow details."""
     if not PREDICTOR_PYTHON.exists():
         pytest.skip("needs the predictor environment (.venv) to build the demo models: scripts/envs.sh")
     out = tmp_path_factory.mktemp("demo")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from cluster import Cluster
 from controllers import kserve_pods
-from ferry.stack_check import CUSTOMERS, EXAMPLE_ROW, Reference
+from ferry_tools.stack_check import CUSTOMERS, EXAMPLE_ROW, Reference
 from world import cluster_with_s3, render
 
 pytestmark = pytest.mark.timeout(1200)  # the module fixture starts every pod

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from cluster import Cluster
 from controllers import graph_units, seldon_v1_pods
-from ferry.stack_check import EXAMPLE_ROW, FEATURE_NAMES, Reference
+from ferry_tools.stack_check import EXAMPLE_ROW, FEATURE_NAMES, Reference
 from support.seldon_client import run_seldon_client
 from support.servers import REPO, start
 from world import cluster_with_s3, render

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from cluster import Cluster
 from controllers import Download, rclone_remote_env, seldon_v2_server_pods
-from ferry.stack_check import EXAMPLE_ROW, Reference
+from ferry_tools.stack_check import EXAMPLE_ROW, Reference
 from support.seldon_agent import PINNED_VERSION, place_model
 from world import cluster_with_s3, render
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import yaml
 from cluster import Cluster
-from ferry.demo import bucket
+from ferry_tools.demo import bucket
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -22,7 +22,7 @@ ROWS = 200  # customers C00001..C00200
 
 def write_feature_data(directory: Path) -> Path:
     """The demo's offline feature files (``ferry demo``'s feast/ layout) for ROWS customers."""
-    from ferry.demo.data import churn_frame
+    from ferry_tools.demo.data import churn_frame
 
     directory.mkdir(parents=True, exist_ok=True)
     frame = churn_frame(ROWS)

@@ -117,7 +117,6 @@ def run_checks(args: argparse.Namespace) -> int:
 
     def grpc_v2():
         import grpc
-
         from ferry.protocol import grpc_predict_v2_pb2 as pb
         from ferry.protocol.oip_grpc import Stub
 

@@ -116,7 +116,7 @@ def _module_exists(venv: str, module: str) -> bool:
 def ensure_demo(demo: Path) -> None:
     if (demo / "manifest.json").exists():
         return
-    from ferry.demo import build
+    from ferry_tools.demo import build
 
     print(f"==> building demo artifacts into {demo}")
     build(demo)
@@ -141,7 +141,7 @@ def _wait_ready(component: Component, process: subprocess.Popen, timeout: float)
 def up(args: argparse.Namespace) -> int:
     demo = Path(args.demo_dir)
     if args.check:
-        from ferry.stack_check import run_checks
+        from ferry_tools.stack_check import run_checks
 
         return run_checks(args)
     ensure_demo(demo)
@@ -219,13 +219,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.command == "demo":
-        from ferry.demo import build
+        from ferry_tools.demo import build
 
         result = build(Path(args.out), quick=args.quick)
         print(json.dumps({k: v for k, v in result.items() if k != "files"}, indent=2, default=str)[:2000])
         return 0
     if args.command == "bucket":
-        from ferry.demo import bucket
+        from ferry_tools.demo import bucket
 
         for uri, folder in bucket.write(Path(args.demo_dir), Path(args.out)).items():
             print(f"{uri:45} <- {folder}")

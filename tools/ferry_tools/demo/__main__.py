@@ -1,11 +1,11 @@
-"""``python -m ferry.demo --out DIR [--quick]``."""
+"""``python -m ferry_tools.demo --out DIR [--quick]``."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from ferry.demo import build
+from ferry_tools.demo import build
 
 
 def main(argv: list[str] | None = None) -> None:

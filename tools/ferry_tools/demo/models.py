@@ -1,6 +1,6 @@
 """The demo's torch models, their training loops and the three exports Ferry serves.
 
-Imported only when a build runs (it imports torch at the top), so ``import ferry.demo`` stays cheap."""
+Imported only when a build runs (it imports torch at the top), so ``import ferry_tools.demo`` stays cheap."""
 
 from __future__ import annotations
 

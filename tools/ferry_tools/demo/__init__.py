@@ -28,7 +28,7 @@ the predictor serves as it is; ``ferry.json`` beside each model file is its sign
       mlflow.db                         SQLite tracking store and registry (sqlite:///DIR/mlflow/mlflow.db)
       artifacts/                        model artifacts; churn-classifier v1 = pytorch flavour,
                                         v2 = onnx flavour, alias Production -> v2
-    triton/                             Triton model repository (ferry.demo.triton):
+    triton/                             Triton model repository (ferry_tools.demo.triton):
       preprocessing/config.pbtxt, 1/model.py
                                         Python backend: the 4 features as FP32 [batch, 1] inputs named
                                         like the columns -> "input-0" (contract clipped to 0..2)
@@ -41,6 +41,6 @@ relative to a fixed date and every random draw is seeded, so two builds write id
 A build replaces the folders above inside ``DIR`` and leaves anything else there alone.
 """
 
-from ferry.demo.build import build
+from ferry_tools.demo.build import build
 
 __all__ = ["build"]

@@ -31,7 +31,7 @@ from pathlib import Path
 PREPROCESSING = "preprocessing"
 CLASSIFIER = "classifier"
 ENSEMBLE = "ensemble"
-#: The churn model's tensors (see ``ferry.demo.models``) and the ensemble's name for the tensor between steps.
+#: The churn model's tensors (see ``ferry_tools.demo.models``) and the ensemble's name for the tensor between steps.
 MODEL_INPUT = "input-0"
 MODEL_OUTPUT = "probabilities"
 FEATURES_TENSOR = "features"
@@ -131,7 +131,7 @@ _FEATURE_MAP = """\
     }}"""
 
 _MODEL_PY = '''\
-"""Triton Python-backend model "{name}", written by ``ferry.demo.triton``: the churn model's raw
+"""Triton Python-backend model "{name}", written by ``ferry_tools.demo.triton``: the churn model's raw
 features, one FP32 [batch, 1] input each, joined into its "{output}" FP32 [batch, {width}] input."""
 
 import numpy as np

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ferry.demo.data import (
+from ferry_tools.demo.data import (
     BASE_RATE,
     CLASSES,
     CONTRACTS,
@@ -24,7 +24,7 @@ from ferry.demo.data import (
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ferry.demo.models import ChurnMLP
+    from ferry_tools.demo.models import ChurnMLP
 
 SEED = 7
 #: The client examples' customer: [tenure, monthly_charges, total_charges, contract].
@@ -70,7 +70,7 @@ def build(out: Path, *, quick: bool = False, progress: Callable[[str], None] = p
         feast = _feast(out / "feast", frame)
         digits = _digits(out, quick, step)
         step("registering churn-classifier in MLflow (pytorch v1, onnx v2 @Production) and checking it")
-        from ferry.demo.registry import register_churn
+        from ferry_tools.demo.registry import register_churn
 
         registry = register_churn(
             out / "mlflow", model, out / "churn" / "onnx" / "model.onnx", example=heldout[:8], check=heldout
@@ -78,7 +78,7 @@ def build(out: Path, *, quick: bool = False, progress: Callable[[str], None] = p
     finally:
         torch.set_num_threads(threads)
     step("writing the Triton model repository (preprocessing, classifier, ensemble)")
-    from ferry.demo.triton import write_repository
+    from ferry_tools.demo.triton import write_repository
 
     triton = write_repository(out, out / "churn" / "onnx" / "model.onnx", FEATURES)
 
@@ -115,7 +115,7 @@ def _churn_model(
     import torch
     from sklearn.metrics import roc_auc_score
 
-    from ferry.demo import models
+    from ferry_tools.demo import models
 
     train, test = frame[frame["split"] == "train"], frame[frame["split"] == "test"]
     x_train = train[FEATURES].to_numpy(np.float32)
@@ -194,7 +194,7 @@ def _digits(out: Path, quick: bool, step: _Progress) -> dict:
     import torch
     from sklearn.datasets import load_digits
 
-    from ferry.demo import models
+    from ferry_tools.demo import models
 
     images, labels = load_digits(return_X_y=True)
     images = images.reshape(-1, 1, 8, 8).astype(np.float32)

@@ -182,6 +182,23 @@ build_one() {
   log "$image built in ${BUILD_SECONDS[$name]} s"
 }
 
+# A rebuild after a source change leaves the previous final images untagged: about 7 GB for the five, each run.
+# Remove those chains (dangling images carrying the images' OCI title label), top layers first, round after round
+# until none is left. The layers the new images still build on are not dangling, so the cache of the unchanged
+# steps (the dependency installs) is kept and the next build stays warm. Images a container uses are kept too.
+prune_superseded() {
+  local ids before after round
+  before=$(podman images -q | wc -l)
+  for round in $(seq 1 40); do
+    ids=$(podman images -q --filter dangling=true --filter label=org.opencontainers.image.title | sort -u)
+    [[ -n $ids ]] || break
+    # shellcheck disable=SC2086 # one ID per word
+    podman rmi $ids >/dev/null 2>&1 || break
+  done
+  after=$(podman images -q | wc -l)
+  [[ $before -eq $after ]] || log "removed $((before - after)) superseded image layer(s) of earlier builds"
+}
+
 size_mb() { podman image inspect --format '{{.Size}}' "$1" | awk '{printf "%.0f", $1 / 1e6}'; }
 
 build() {
@@ -205,6 +222,7 @@ build() {
     .dockerignore 2>/dev/null | wc -l)
   [[ $dirty -eq 0 ]] || log "note: $dirty uncommitted build input(s) (git status docker requirements ...) are in these images"
   for n in "${names[@]}"; do build_one "$n"; done
+  prune_superseded
   echo
   printf '%-44s %10s %10s\n' image "size MB" "build s"
   for n in "${names[@]}"; do

@@ -136,18 +136,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return serve_with_kserve([handler], settings.http_port)
     from ferry.repository import Repository
-    from ferry.server.app import ServeOptions, serve
+    from ferry.server.app import serve
 
-    return serve(
-        Repository([handler]),
-        ServeOptions(
-            host=settings.host,
-            http_port=settings.http_port,
-            grpc_port=0,  # HTTP only: this environment's protobuf need not load Ferry's generated stubs
-            drain_timeout_s=settings.drain_timeout_s,
-            server_name="ferry-explainer",
-        ),
-    )
+    # grpc_port is always 0 (ExplainerSettings): this environment's protobuf need not load Ferry's stubs.
+    return serve(Repository([handler]), settings, server_name="ferry-explainer")
 
 
 if __name__ == "__main__":

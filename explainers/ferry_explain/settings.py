@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from ferry.settings import ServerSettings
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 EngineKind = Literal["AnchorTabular", "KernelShap", "shap"]
 
 
-class ExplainerSettings(BaseModel):
+class ExplainerSettings(ServerSettings):
     """ferry-explainer: explains a predictor's decisions (alibi AnchorTabular / KernelShap, or shap's
     KernelExplainer) on KServe's V1 :explain and Seldon's /api/v1.0/explain."""
 
@@ -27,11 +28,8 @@ class ExplainerSettings(BaseModel):
         description="How to call the predictor: KServe V1, Open Inference V2, or Seldon's /api/v1.0/predictions.",
     )
     predictor_model_name: str = Field("", description="The predictor's model name (default: model_name).")
-    http_port: int = Field(8080, ge=0, le=65535, description="HTTP port.")
-    host: str = Field("0.0.0.0", description="Address to bind.")
-    workers: int = Field(1, ge=1, le=1, description="Processes; one per pod (scale with replicas).")
-    server: Literal["ferry", "kserve"] = Field(
-        "ferry", description="ferry: the lean server; kserve: kserve.ModelServer."
+    grpc_port: int = Field(
+        0, ge=0, le=0, description="0: the explainer speaks HTTP only (KServe's :explain, Seldon's /explain)."
     )
     model_dir: str = Field(
         "/mnt/models",
@@ -103,9 +101,6 @@ class ExplainerSettings(BaseModel):
     )
 
     cache_dir: str = Field("/tmp/ferry-models", description="Where a remote reference sample is downloaded.")
-    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
-    log_format: Literal["text", "json"] = Field("text", description="Log line format.")
-    drain_timeout_s: float = Field(30.0, ge=0, description="On SIGTERM, how long in-flight work may finish.")
 
     @field_validator("feature_names", "class_names", mode="before")
     @classmethod

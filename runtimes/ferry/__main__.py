@@ -57,23 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         from ferry.adapters.kserve import serve_with_kserve
 
         return serve_with_kserve(repository, settings.http_port, settings.grpc_port)
-    from ferry.server.app import ServeOptions, serve
+    from ferry.server.app import serve
 
-    return serve(
-        repository,
-        ServeOptions(
-            host=settings.host,
-            http_port=settings.http_port,
-            grpc_port=settings.grpc_port,
-            max_body_bytes=settings.max_body_bytes,
-            max_grpc_message_bytes=settings.max_grpc_message_bytes,
-            grpc_transport=settings.grpc_transport,
-            drain_timeout_s=settings.drain_timeout_s,
-            idle_timeout_s=settings.idle_timeout_s,
-            otel_endpoint=settings.otel_endpoint,
-            explainer=explainer_proxy(settings),
-        ),
-    )
+    return serve(repository, settings, explainer=explainer_proxy(settings))
 
 
 if __name__ == "__main__":

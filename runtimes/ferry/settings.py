@@ -72,17 +72,10 @@ class ModelSettings(BatchingSettings):
     max_request_rows: int = Field(65536, ge=1, description="Most rows one request may carry.")
 
 
-class PredictorSettings(ModelSettings):
-    """``ferry-predictor``: where the model is and how to serve it."""
+class ServerSettings(BaseModel):
+    """The server flags every Ferry entry point has (predictor, transformer, explainer): ports, limits, logging,
+    tracing and shutdown. ``ferry.server.app.serve`` takes them whole."""
 
-    model_name: str = Field(
-        "model", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$", description="Model name."
-    )
-    model_dir: str = Field(
-        "/mnt/models",
-        description="Local model directory or storage URI (s3://, gs://, https://, pvc://, models:/, runs:/). "
-        "A directory of model directories serves each as its own model.",
-    )
     http_port: int = Field(8080, ge=0, le=65535, description="HTTP port (V1, V2 REST, Seldon, metrics).")
     grpc_port: int = Field(8081, ge=0, le=65535, description="gRPC port (V2); 0 disables gRPC.")
     host: str = Field("0.0.0.0", description="Address to bind.")
@@ -95,16 +88,31 @@ class PredictorSettings(ModelSettings):
     grpc_transport: Literal["ferry", "grpcio"] = Field(
         "ferry", description="ferry: Ferry's HTTP/2 transport (fast unary calls); grpcio: grpc.aio."
     )
-    cache_dir: str = Field("/tmp/ferry-models", description="Where remote models are downloaded.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     log_format: Literal["text", "json"] = Field("text", description="Log line format.")
     otel_endpoint: str = Field("", description="OTLP/HTTP endpoint for traces (empty: tracing off).")
-    drain_timeout_s: float = Field(30.0, ge=0, description="On SIGTERM, how long queued work may finish.")
+    drain_timeout_s: float = Field(30.0, ge=0, description="On SIGTERM, how long in-flight work may finish.")
     idle_timeout_s: float = Field(
         75.0,
         ge=0,
         description="Close an HTTP keep-alive connection (GOAWAY on gRPC) idle this long (0: never).",
     )
+
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+
+
+class PredictorSettings(ServerSettings, ModelSettings):
+    """``ferry-predictor``: where the model is and how to serve it."""
+
+    model_name: str = Field(
+        "model", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$", description="Model name."
+    )
+    model_dir: str = Field(
+        "/mnt/models",
+        description="Local model directory or storage URI (s3://, gs://, https://, pvc://, models:/, runs:/). "
+        "A directory of model directories serves each as its own model.",
+    )
+    cache_dir: str = Field("/tmp/ferry-models", description="Where remote models are downloaded.")
     explainer_url: str = Field(
         "",
         pattern=r"^(https?://\S+)?$",

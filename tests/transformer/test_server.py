@@ -58,7 +58,11 @@ def servers(sqlite_repo, predictor, model_dir, tmp_path_factory):
             ready="/v2/models/churn-transformer/ready",
         )
         collocated = pool.submit(
-            transformer, sqlite_repo, logs / "collocated.log", f"--collocated_model_dir={model_dir}"
+            transformer,
+            sqlite_repo,
+            logs / "collocated.log",
+            f"--collocated_model_dir={model_dir}",
+            "--max_body_bytes=4096",  # a server flag the transformer shares with every Ferry server
         )
         procs = {"lean": lean.result(), "kserve": kserve.result(), "collocated": collocated.result()}
     yield procs
@@ -144,3 +148,11 @@ def test_cli_dry_run_and_bad_flag():
     assert bad.returncode == 2 and b"--predictor_protocol" in bad.stderr
     none = subprocess.run([CLI], capture_output=True)
     assert none.returncode == 2 and b"predictor_host" in none.stderr
+
+
+def test_the_shared_server_flags_reach_the_transformer(servers):
+    """--max_body_bytes (a ServerSettings flag): a body over the limit is refused with 413, the server stays up."""
+    url = f"{servers['collocated'].url}/v1/models/churn-transformer:predict"
+    big = httpx.post(url, json={"instances": ["C00001"] * 1000}, timeout=30)
+    assert big.status_code == 413 and "4096" in big.text
+    assert httpx.post(url, json={"instances": IDS}, timeout=30).status_code == 200

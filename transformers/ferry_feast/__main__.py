@@ -94,19 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         handler, _ = build(settings, owns_predictor=True)
         return serve_with_kserve([handler], settings.http_port, settings.grpc_port)
     from ferry.repository import Repository
-    from ferry.server.app import ServeOptions, serve
+    from ferry.server.app import serve
 
     handler, extra = build(settings)
-    return serve(
-        Repository([handler, *extra]),
-        ServeOptions(
-            host=settings.host,
-            http_port=settings.http_port,
-            grpc_port=settings.grpc_port,
-            drain_timeout_s=settings.drain_timeout_s,
-            server_name="ferry-transformer",
-        ),
-    )
+    return serve(Repository([handler, *extra]), settings, server_name="ferry-transformer")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from ferry.settings import ServerSettings
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_FEATURES = (
     "customer_stats:tenure",
@@ -14,7 +15,7 @@ DEFAULT_FEATURES = (
 )
 
 
-class TransformerSettings(BaseModel):
+class TransformerSettings(ServerSettings):
     """ferry-transformer: customer ids in, Feast features to the predictor, churn risk out."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
@@ -33,13 +34,6 @@ class TransformerSettings(BaseModel):
     )
     collocated_model_dir: str = Field(
         "", description="Load the predictor from this model dir in-process instead of calling predictor_host."
-    )
-    http_port: int = Field(8080, ge=0, le=65535, description="HTTP port.")
-    grpc_port: int = Field(8081, ge=0, le=65535, description="gRPC port (V2); 0 disables gRPC.")
-    host: str = Field("0.0.0.0", description="Address to bind.")
-    workers: int = Field(1, ge=1, le=1, description="Processes; one per pod (scale with replicas).")
-    server: Literal["ferry", "kserve"] = Field(
-        "ferry", description="ferry: the lean server (lower latency, measured); kserve: kserve.ModelServer."
     )
     feature_repo: str = Field("/mnt/feature_repo", description="Feast repo dir (with feature_store.yaml).")
     feature_data_dir: str = Field(
@@ -66,9 +60,6 @@ class TransformerSettings(BaseModel):
     high_risk_threshold: float = Field(0.7, ge=0, le=1, description="Churn probability above: High.")
     medium_risk_threshold: float = Field(0.4, ge=0, le=1, description="Churn probability above: Medium.")
     max_ids: int = Field(1024, ge=1, description="Most ids in one request.")
-    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
-    log_format: Literal["text", "json"] = Field("text", description="Log line format.")
-    drain_timeout_s: float = Field(30.0, ge=0, description="On SIGTERM, how long in-flight work may finish.")
 
     @field_validator("features", mode="before")
     @classmethod

@@ -13,7 +13,6 @@ import asyncio
 import gc
 import logging
 import signal
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ferry.repository import Repository
@@ -23,69 +22,64 @@ from ferry.tracing import configure as configure_tracing
 
 if TYPE_CHECKING:
     from ferry.explain_proxy import ExplainerProxy
+    from ferry.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ServeOptions:
-    host: str = "0.0.0.0"
-    http_port: int = 8080
-    grpc_port: int = 8081
-    max_body_bytes: int = 64 << 20
-    max_grpc_message_bytes: int = 64 << 20
-    grpc_transport: str = "ferry"  # ferry: ferry.server.h2; grpcio: grpc.aio
-    drain_timeout_s: float = 30.0
-    idle_timeout_s: float = 75.0  # above the 60 s idle timeouts of common load balancers, so they close first
-    server_name: str = "ferry"
-    otel_endpoint: str = ""
-    explainer: ExplainerProxy | None = None  # a predictor's explain calls forwarded to Ferry's explainer
-
-
-def serve(repository: Repository, options: ServeOptions) -> int:
-    """Serve until SIGTERM/SIGINT; returns the process exit code."""
+def serve(
+    repository: Repository,
+    settings: ServerSettings,
+    *,
+    server_name: str = "ferry",
+    explainer: ExplainerProxy | None = None,
+) -> int:
+    """Serve until SIGTERM/SIGINT; returns the process exit code. ``server_name`` is what the server reports
+    (V2 server metadata, traces); ``explainer``: a predictor's explain calls forwarded to Ferry's explainer."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - every Ferry image has uvloop; the default loop also works
-        return asyncio.run(_serve(repository, options))
+        return asyncio.run(_serve(repository, settings, server_name, explainer))
     loop = uvloop.new_event_loop()  # (asyncio.Runner's loop_factory would need Python 3.11)
     asyncio.set_event_loop(loop)
     try:
-        return loop.run_until_complete(_serve(repository, options))
+        return loop.run_until_complete(_serve(repository, settings, server_name, explainer))
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         asyncio.set_event_loop(None)
         loop.close()
 
 
-async def _serve(repository: Repository, options: ServeOptions) -> int:
+async def _serve(
+    repository: Repository, settings: ServerSettings, server_name: str, explainer: ExplainerProxy | None
+) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     app = RestApp(
         repository,
-        max_body_bytes=options.max_body_bytes,
-        server_name=options.server_name,
-        tracer=configure_tracing(options.otel_endpoint, options.server_name),
-        explainer=options.explainer,
+        max_body_bytes=settings.max_body_bytes,
+        server_name=server_name,
+        tracer=configure_tracing(settings.otel_endpoint, server_name),
+        explainer=explainer,
     )
-    http = HttpServer(app, idle_timeout_s=options.idle_timeout_s)
+    http = HttpServer(app, idle_timeout_s=settings.idle_timeout_s)
     grpc_server = None
     try:
-        await http.start(options.host, options.http_port)
-        if options.grpc_port:
-            grpc_server = await _start_grpc(repository, options)
+        await http.start(settings.host, settings.http_port)
+        if settings.grpc_port:
+            grpc_server = await _start_grpc(repository, settings, server_name)
     except (OSError, RuntimeError) as exc:
         log.error(
             "cannot listen on %s (HTTP %d, gRPC %d): %s",
-            options.host,
-            options.http_port,
-            options.grpc_port,
+            settings.host,
+            settings.http_port,
+            settings.grpc_port,
             exc,
         )
         return 1
-    log.info("listening on %s: HTTP %d, gRPC %s", options.host, http.port, options.grpc_port or "off")
+    log.info("listening on %s: HTTP %d, gRPC %s", settings.host, http.port, settings.grpc_port or "off")
     exit_code = 0
 
     async def load_models() -> None:
@@ -105,17 +99,17 @@ async def _serve(repository: Repository, options: ServeOptions) -> int:
 
     load = asyncio.create_task(load_models())
     await stop.wait()
-    log.info("shutting down: draining requests (at most %.0f s)", options.drain_timeout_s)
+    log.info("shutting down: draining requests (at most %.0f s)", settings.drain_timeout_s)
     repository.draining = True  # readiness false at once
     if not load.done():
         load.cancel()
-    stopping = [http.shutdown(options.drain_timeout_s)]
+    stopping = [http.shutdown(settings.drain_timeout_s)]
     if grpc_server is not None:
-        stopping.append(grpc_server.shutdown(options.drain_timeout_s))
+        stopping.append(grpc_server.shutdown(settings.drain_timeout_s))
     await asyncio.gather(*stopping)
-    await repository.close(options.drain_timeout_s)
-    if options.explainer is not None:
-        await options.explainer.close()
+    await repository.close(settings.drain_timeout_s)
+    if explainer is not None:
+        await explainer.close()
     return exit_code
 
 
@@ -142,20 +136,20 @@ class _GrpcioServer:
         await self.server.stop(timeout_s)
 
 
-async def _start_grpc(repository: Repository, options: ServeOptions):
+async def _start_grpc(repository: Repository, settings: ServerSettings, server_name: str):
     from ferry.server.grpc import InferenceService, create_grpcio_server
 
-    service = InferenceService(repository, options.server_name)
-    if options.grpc_transport == "grpcio":
+    service = InferenceService(repository, server_name)
+    if settings.grpc_transport == "grpcio":
         server = create_grpcio_server(
-            service, options.grpc_port, options.host, options.max_grpc_message_bytes
+            service, settings.grpc_port, settings.host, settings.max_grpc_message_bytes
         )
         await server.start()
         return _GrpcioServer(server)
     from ferry.server.h2 import H2GrpcServer
 
     server = H2GrpcServer(
-        service, max_message_bytes=options.max_grpc_message_bytes, idle_timeout_s=options.idle_timeout_s
+        service, max_message_bytes=settings.max_grpc_message_bytes, idle_timeout_s=settings.idle_timeout_s
     )
-    await server.start(options.host, options.grpc_port)
+    await server.start(settings.host, settings.grpc_port)
     return server

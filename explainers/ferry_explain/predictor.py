@@ -14,21 +14,20 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 
 import httpx
 import numpy as np
 import orjson
+from ferry import codec
 from ferry.errors import (
     DeadlineExceeded,
     ServingError,
     UpstreamError,
     upstream_status_error,
 )
+from ferry.protocol import v2
 
 log = logging.getLogger(__name__)
-
-_V2_DATATYPE = {"FP32": np.float32, "FP64": np.float64}
 
 
 class PredictorClient:
@@ -109,7 +108,9 @@ class PredictorClient:
         try:
             spec = meta["inputs"][0]
             self.input_name = spec["name"]
-            self.input_dtype = _V2_DATATYPE.get(spec.get("datatype", "FP32"), np.float32)
+            # The model's own input type when it is a float one; anything else is sent as FP32.
+            dtype = codec.DATATYPES.get(spec.get("datatype", "FP32"))
+            self.input_dtype = dtype if dtype is not None and dtype.kind == "f" else np.dtype(np.float32)
             names = [out["name"] for out in meta.get("outputs", [])]
         except (KeyError, IndexError, TypeError):
             raise UpstreamError(f"predictor's V2 metadata has no inputs: {meta!r:.300}") from None
@@ -131,26 +132,12 @@ class PredictorClient:
             payload = self._call("POST", "/api/v1.0/predictions", body, timeout_s, headers)
             out = _seldon_data(payload)
         else:
-            data = np.ascontiguousarray(rows, dtype=self.input_dtype)
-            request = {
-                "id": uuid.uuid4().hex,
-                "inputs": [
-                    {
-                        "name": self.input_name,
-                        "shape": list(data.shape),
-                        "datatype": "FP32" if data.dtype == np.float32 else "FP64",
-                        "data": data.reshape(-1),
-                    }
-                ],
-            }
-            body = orjson.dumps(request, option=orjson.OPT_SERIALIZE_NUMPY)
+            body = v2.encode_request(self.input_name, np.asarray(rows, dtype=self.input_dtype))
             payload = self._call("POST", f"/v2/models/{self.model_name}/infer", body, timeout_s, headers)
-            try:
-                outputs = {o["name"]: o for o in payload["outputs"]}
-                chosen = outputs[self.output_name] if self.output_name in outputs else payload["outputs"][0]
-                out = np.asarray(chosen["data"], dtype=np.float64).reshape(chosen["shape"])
-            except (KeyError, IndexError, TypeError, ValueError) as exc:
-                raise UpstreamError(f"predictor's V2 response is malformed: {exc}") from None
+            outputs = v2.decode_outputs(payload)
+            if not outputs:
+                raise UpstreamError("predictor's V2 response has no outputs")
+            out = outputs.get(self.output_name, next(iter(outputs.values())))
         if out.shape[:1] != rows.shape[:1]:
             raise UpstreamError(f"predictor returned {out.shape[0]} rows for {rows.shape[0]}")
         return out

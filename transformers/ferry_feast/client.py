@@ -24,6 +24,7 @@ from ferry.errors import (
     UpstreamError,
     upstream_status_error,
 )
+from ferry.protocol import v2
 
 log = logging.getLogger(__name__)
 
@@ -143,29 +144,8 @@ class V2Client(_HttpClient):
     """Open Inference Protocol V2 over REST (JSON)."""
 
     async def infer(self, name: str, features: np.ndarray) -> dict[str, np.ndarray]:
-        request = {
-            "id": uuid.uuid4().hex,
-            "inputs": [
-                {
-                    "name": name,
-                    "shape": list(features.shape),
-                    "datatype": _V2_DATATYPE[features.dtype.str[1:]],
-                    "data": features.reshape(-1),
-                }
-            ],
-        }
-        body = orjson.dumps(request, option=orjson.OPT_SERIALIZE_NUMPY)
-        payload = await self._call("POST", f"/v2/models/{self.model_name}/infer", body)
-        try:
-            return {
-                out["name"]: np.asarray(out["data"], dtype=np.float64).reshape(out["shape"])
-                for out in payload["outputs"]
-            }
-        except (KeyError, TypeError, ValueError) as exc:
-            raise UpstreamError(f"predictor's V2 response is malformed: {exc}") from None
-
-
-_V2_DATATYPE = {"f4": "FP32", "f8": "FP64", "i8": "INT64", "i4": "INT32"}
+        body = v2.encode_request(name, features)
+        return v2.decode_outputs(await self._call("POST", f"/v2/models/{self.model_name}/infer", body))
 
 
 class GrpcV2Client:

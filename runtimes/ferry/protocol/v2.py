@@ -1,7 +1,10 @@
-"""Open Inference Protocol (V2) request/response bodies, JSON and the binary tensor data extension."""
+"""Open Inference Protocol (V2) request/response bodies, JSON and the binary tensor data extension: the server's
+side (``parse_request``, ``build_response``) and a client's (``encode_request``, ``decode_outputs``, used by the
+transformer's and the explainer's predictor clients)."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,7 +13,7 @@ import orjson
 import simdjson
 
 from ferry.codec import datatype_of, decode_binary, decode_json, encode_binary, json_data
-from ferry.errors import InvalidInput
+from ferry.errors import InvalidInput, UpstreamError
 
 BINARY_HEADER = "inference-header-content-length"
 #: JSON bodies from this size on are read by simdjson, which hands a float tensor's numbers to numpy as one
@@ -118,6 +121,31 @@ def build_response(
     if not buffers:
         return header, None
     return b"".join([header, *buffers]), len(header)
+
+
+def encode_request(name: str, array: np.ndarray, request_id: str | None = None) -> bytes:
+    """A V2 REST inference request carrying ``array`` as the one input ``name`` (JSON data)."""
+    array = np.ascontiguousarray(array)
+    tensor = {
+        "name": name,
+        "shape": list(array.shape),
+        "datatype": datatype_of(array),
+        "data": array.reshape(-1),
+    }
+    request = {"id": request_id or uuid.uuid4().hex, "inputs": [tensor]}
+    return orjson.dumps(request, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def decode_outputs(payload: Any, dtype: Any = np.float64) -> dict[str, np.ndarray]:
+    """A V2 REST response's outputs by name, each as ``dtype`` in its shape; a malformed response is the
+    upstream's fault (UpstreamError, 502)."""
+    try:
+        return {
+            out["name"]: np.asarray(out["data"], dtype=dtype).reshape(out["shape"])
+            for out in payload["outputs"]
+        }
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise UpstreamError(f"predictor's V2 response is malformed: {exc}") from None
 
 
 def _load_json(header) -> Any:

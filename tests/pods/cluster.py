@@ -240,16 +240,16 @@ class Cluster:
             if running.pod.service.names:
                 ports = {p: (running.ip, target) for p, target in running.pod.service.ports.items()}
                 self._forwarder(self.services[running.pod.service.names[0]], ports)
+        for running in planned:  # the init containers, before their pods start
+            for index, download in enumerate(running.pod.downloads):
+                self.download(running.pod, download, running.log_dir / f"storage-initializer-{index}.log")
         for running in planned:
             self._start(running)
-        for running in planned:
-            running.ready_s = self.wait_ready(running, timeout)
+        self.wait_ready(planned, timeout)
         return planned
 
     def _start(self, running: RunningPod) -> None:
         pod = running.pod
-        for index, download in enumerate(pod.downloads):
-            self.download(pod, download, running.log_dir / f"storage-initializer-{index}.log")
         running.started = time.monotonic()
         podman(
             "pod", "create", "--label", LABEL, "--name", f"{self.network}-{pod.name}",
@@ -271,28 +271,31 @@ class Cluster:
                 self.image(container.image), *container.args,
             )  # fmt: skip
 
-    def wait_ready(self, running: RunningPod, timeout: float = READY_TIMEOUT) -> float:
+    def wait_ready(self, pods: list[RunningPod], timeout: float = READY_TIMEOUT) -> None:
         """Until every container's readiness probe answers 200 (or, without one, its first port accepts a
-        connection, Knative's default); fails with the pod's logs when a container exits or time runs out."""
-        t0 = running.started or time.monotonic()
-        for container in running.pod.containers:
-            while True:
-                if self._ready(running, container):
-                    break
-                try:
-                    state = podman(
-                        "inspect", "--format", "{{.State.Status}}", running.container_ids[container.name]
-                    )
-                except RuntimeError:
-                    state = "gone"
-                if state not in ("running", "created", "configured"):
-                    raise RuntimeError(
-                        f"{running.pod.workload} {container.name} is {state}:\n{running.logs()}"
-                    )
-                if time.monotonic() - t0 > timeout:
+        connection, Knative's default), each pod's ``ready_s`` set to its own time from start to ready; fails
+        with a pod's logs when one of its containers exits or it is not ready within ``timeout``."""
+        pending = list(pods)
+        last_state_check = 0.0
+        while pending:
+            now = time.monotonic()
+            for running in list(pending):
+                if all(self._ready(running, c) for c in running.pod.containers):
+                    running.ready_s = time.monotonic() - running.started
+                    pending.remove(running)
+                elif now - running.started > timeout:
                     raise RuntimeError(f"{running.pod.workload} not ready in {timeout} s:\n{running.logs()}")
-                time.sleep(0.3)
-        return time.monotonic() - t0
+            if pending and now - last_state_check > 2:  # podman inspect is slow: every 2 s is enough
+                last_state_check = now
+                for running in pending:
+                    for name, container_id in running.container_ids.items():
+                        try:
+                            state = podman("inspect", "--format", "{{.State.Status}}", container_id)
+                        except RuntimeError:
+                            state = "gone"
+                        if state not in ("running", "created", "configured"):
+                            raise RuntimeError(f"{running.pod.workload} {name} is {state}:\n{running.logs()}")
+            time.sleep(0.3)
 
     def _ready(self, running: RunningPod, container: Container) -> bool:
         if container.readiness:

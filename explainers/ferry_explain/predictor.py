@@ -25,7 +25,7 @@ from ferry.errors import (
     UpstreamError,
     upstream_status_error,
 )
-from ferry.protocol import v2
+from ferry.protocol import v1, v2
 
 log = logging.getLogger(__name__)
 
@@ -121,16 +121,14 @@ class PredictorClient:
     ) -> np.ndarray:
         """One predictor request for all ``rows``; the model's (first) output as float64 [rows, ...]."""
         if self.protocol == "v1":
-            body = orjson.dumps({"instances": rows}, option=orjson.OPT_SERIALIZE_NUMPY)
+            body = v1.encode_instances(rows)
             payload = self._call("POST", f"/v1/models/{self.model_name}:predict", body, timeout_s, headers)
-            predictions = payload.get("predictions") if isinstance(payload, dict) else None
-            if predictions is None:
-                raise UpstreamError("predictor's V1 response has no 'predictions'")
-            out = np.asarray(predictions, dtype=np.float64)
+            out = v1.decode_predictions(payload)
         elif self.protocol == "seldon":
-            body = orjson.dumps({"data": {"ndarray": rows}}, option=orjson.OPT_SERIALIZE_NUMPY)
-            payload = self._call("POST", "/api/v1.0/predictions", body, timeout_s, headers)
-            out = _seldon_data(payload)
+            payload = self._call(
+                "POST", "/api/v1.0/predictions", v1.encode_seldon_rows(rows), timeout_s, headers
+            )
+            out = v1.decode_seldon_data(payload)
         else:
             body = v2.encode_request(self.input_name, np.asarray(rows, dtype=self.input_dtype))
             payload = self._call("POST", f"/v2/models/{self.model_name}/infer", body, timeout_s, headers)
@@ -144,20 +142,6 @@ class PredictorClient:
 
     def close(self) -> None:
         self._client.close()
-
-
-def _seldon_data(payload) -> np.ndarray:
-    """A Seldon prediction's ``data``: ``ndarray``, or ``tensor`` (``values`` with ``shape``)."""
-    try:
-        data = payload["data"]
-        if "ndarray" in data:
-            return np.asarray(data["ndarray"], dtype=np.float64)
-        tensor = data["tensor"]
-        return np.asarray(tensor["values"], dtype=np.float64).reshape(tensor["shape"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UpstreamError(
-            f"predictor's Seldon response has no data.ndarray or data.tensor: {exc}"
-        ) from None
 
 
 class ExplanationDeadline(DeadlineExceeded):

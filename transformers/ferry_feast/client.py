@@ -24,7 +24,7 @@ from ferry.errors import (
     UpstreamError,
     upstream_status_error,
 )
-from ferry.protocol import v2
+from ferry.protocol import v1, v2
 
 log = logging.getLogger(__name__)
 
@@ -132,12 +132,10 @@ class V1Client(_HttpClient):
             return None
 
     async def infer(self, name: str, features: np.ndarray) -> dict[str, np.ndarray]:
-        body = orjson.dumps({"instances": features}, option=orjson.OPT_SERIALIZE_NUMPY)
-        payload = await self._call("POST", f"/v1/models/{self.model_name}:predict", body)
-        predictions = payload.get("predictions") if isinstance(payload, dict) else None
-        if predictions is None:
-            raise UpstreamError("predictor's V1 response has no 'predictions'")
-        return {self.output_name: np.asarray(predictions, dtype=np.float32)}
+        payload = await self._call(
+            "POST", f"/v1/models/{self.model_name}:predict", v1.encode_instances(features)
+        )
+        return {self.output_name: v1.decode_predictions(payload, np.float32)}
 
 
 class V2Client(_HttpClient):

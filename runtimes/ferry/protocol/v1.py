@@ -1,14 +1,17 @@
 """KServe V1 (``instances`` / columnar ``inputs`` -> ``predictions``) and Seldon's protocol
-(``data.ndarray`` / ``data.tensor`` -> ``data`` + ``meta``), mapped onto a model's tensor signature."""
+(``data.ndarray`` / ``data.tensor`` -> ``data`` + ``meta``), mapped onto a model's tensor signature; and a client's
+side of both (``encode_instances``, ``decode_predictions``, ``encode_seldon_rows``, ``decode_seldon_data``), used by
+the transformer's and the explainer's predictor clients."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+import orjson
 
 from ferry.codec import from_rows, json_data
-from ferry.errors import InvalidInput
+from ferry.errors import InvalidInput, UpstreamError
 from ferry.signature import Signature
 
 
@@ -101,3 +104,41 @@ def _named(row: Any, name: str, field: str) -> Any:
     if not isinstance(row, dict) or name not in row:
         raise InvalidInput(f"{field}: missing input {name!r}")
     return row[name]
+
+
+# --- a client's side -----------------------------------------------------------------------------------------------
+
+
+def encode_instances(rows: np.ndarray) -> bytes:
+    """A V1 predict request: ``{"instances": rows}``."""
+    return orjson.dumps({"instances": rows}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def decode_predictions(payload: Any, dtype: Any = np.float64) -> np.ndarray:
+    """A V1 response's ``predictions`` as ``dtype``; anything else is the upstream's fault (UpstreamError, 502)."""
+    predictions = payload.get("predictions") if isinstance(payload, dict) else None
+    if predictions is None:
+        raise UpstreamError("predictor's V1 response has no 'predictions'")
+    try:
+        return np.asarray(predictions, dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise UpstreamError(f"predictor's V1 predictions are not numeric rows: {exc}") from None
+
+
+def encode_seldon_rows(rows: np.ndarray) -> bytes:
+    """A Seldon prediction request: ``{"data": {"ndarray": rows}}``."""
+    return orjson.dumps({"data": {"ndarray": rows}}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def decode_seldon_data(payload: Any) -> np.ndarray:
+    """A Seldon prediction's ``data``: ``ndarray``, or ``tensor`` (``values`` with ``shape``), as float64."""
+    try:
+        data = payload["data"]
+        if "ndarray" in data:
+            return np.asarray(data["ndarray"], dtype=np.float64)
+        tensor = data["tensor"]
+        return np.asarray(tensor["values"], dtype=np.float64).reshape(tensor["shape"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UpstreamError(
+            f"predictor's Seldon response has no data.ndarray or data.tensor: {exc}"
+        ) from None

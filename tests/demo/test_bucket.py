@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.kustomize import render
 from support.servers import REPO
 
 OVERLAYS = sorted(p.name for p in (REPO / "k8s" / "overlays").iterdir())
@@ -28,11 +29,7 @@ def runs_ferry(doc: dict) -> bool:
 
 def rendered_uris(overlay: str) -> set[str]:
     """The s3:// URIs the overlay's Ferry workloads read (ConfigMap-held settings included)."""
-    done = subprocess.run(
-        ["kubectl", "kustomize", str(REPO / "k8s" / "overlays" / overlay)],
-        capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
-    docs = [d for d in yaml.safe_load_all(done.stdout) if d and runs_ferry(d)]
+    docs = [d for d in render(f"overlays/{overlay}") if runs_ferry(d)]
     return {u.rstrip("/") for d in docs for u in re.findall(r"s3://[A-Za-z0-9._/-]+", json.dumps(d))}
 
 

@@ -19,13 +19,13 @@ import os
 import shlex
 import socket
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from controllers import MODEL_MOUNT, Container, Download, Pod, Service
+from controllers import MODEL_MOUNT, Container, Download, Pod
+from support.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CONTAINERS_CONF = REPO / ".ferry" / "images" / "containers.conf"
@@ -310,16 +310,3 @@ class Cluster:
 
     def url(self, service: str, port: int) -> str:
         return f"http://{self.services[service]}:{port}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def workdir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="ferry-pods-"))
-
-
-__all__ = ["Cluster", "RunningPod", "Service", "podman", "run_flags"]

@@ -65,6 +65,15 @@ class Download:
     volume: str = "kserve-provision-location"
 
 
+def provision(volumes: dict[str, dict], container: Container, uri: str, env: dict[str, str]) -> Download:
+    """The storage-initializer's wiring (KServe's, and Seldon Core 1's for an explainer): an emptyDir, ``uri``
+    downloaded into it before the pod starts, mounted read-only at /mnt/models in the main container."""
+    download = Download(uri, env)
+    volumes[download.volume] = {"name": download.volume, "emptyDir": {}}
+    container.mounts.append({"volume": download.volume, "path": MODEL_MOUNT, "read_only": True})
+    return download
+
+
 @dataclass
 class Container:
     name: str
@@ -280,11 +289,7 @@ def kserve_component(isvc, component, spec, runtimes, accounts, secrets) -> Pod 
         download_env: dict[str, str] = {}
         for ref in (account or {}).get("secrets") or []:
             download_env.update(kserve_s3_env(secrets[ref["name"]]))
-        downloads.append(Download(storage_uri, download_env))
-        volumes["kserve-provision-location"] = {"name": "kserve-provision-location", "emptyDir": {}}
-        container.mounts.append(
-            {"volume": "kserve-provision-location", "path": MODEL_MOUNT, "read_only": True}
-        )
+        downloads.append(provision(volumes, container, storage_uri, download_env))
     port = container.ports[0] if container.ports else int(KSERVE_HTTP_PORT)
     service_name = f"{name}-{component}"
     return Pod(
@@ -373,27 +378,20 @@ def seldon_explainer_pod(sdep: dict, predictor: dict, explainer: dict, secrets: 
         "--protocol=seldon.http",
         f"--http_port={SELDON_EXPLAINER_PORT}",
     ]
-    downloads = []
-    volumes: dict[str, dict] = {}
     spec = copy.deepcopy(explainer["containerSpec"])
     if explainer.get("modelUri"):
         args.append(f"--storage_uri={MODEL_MOUNT}")
-        env = (
-            dict(secrets[explainer["envSecretRefName"]]["stringData"])
-            if explainer.get("envSecretRefName")
-            else {}
-        )
-        downloads.append(Download(explainer["modelUri"], rclone_to_s3_env(env)))
-        volumes["kserve-provision-location"] = {"name": "kserve-provision-location", "emptyDir": {}}
     args.append(explainer["type"])
     args += [f"--{k}={v}" for k, v in sorted((explainer.get("config") or {}).items())]
     spec["args"] = args
     spec.setdefault("ports", [{"name": "http", "containerPort": SELDON_EXPLAINER_PORT}])
     container = container_of(spec, secrets)
-    if downloads:
-        container.mounts.append(
-            {"volume": "kserve-provision-location", "path": MODEL_MOUNT, "read_only": True}
+    downloads, volumes = [], {}
+    if explainer.get("modelUri"):
+        secret = (
+            secrets[explainer["envSecretRefName"]]["stringData"] if explainer.get("envSecretRefName") else {}
         )
+        downloads.append(provision(volumes, container, explainer["modelUri"], rclone_to_s3_env(secret)))
     name = f"{metadata['name']}-{predictor['name']}-explainer"
     return Pod(
         workload=f"SeldonDeployment/{metadata['name']}",
@@ -406,17 +404,21 @@ def seldon_explainer_pod(sdep: dict, predictor: dict, explainer: dict, secrets: 
     )
 
 
+# Seldon's storage initializer and agent use rclone; the downloader used here speaks S3 through boto3, so an rclone
+# S3 remote's settings are handed over under boto3's names.
+RCLONE_S3_SETTINGS = {
+    "access_key_id": "AWS_ACCESS_KEY_ID",
+    "secret_access_key": "AWS_SECRET_ACCESS_KEY",
+    "endpoint": "AWS_ENDPOINT_URL",
+    "region": "AWS_DEFAULT_REGION",
+}
+
+
 def rclone_to_s3_env(env: dict[str, str]) -> dict[str, str]:
-    """Seldon's storage initializer is rclone, configured by ``RCLONE_CONFIG_<REMOTE>_*``; the downloader used
-    here speaks S3 through boto3, so the same remote's settings are handed over under boto3's names."""
-    keys = {"ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
-            "ENDPOINT": "AWS_ENDPOINT_URL", "REGION": "AWS_DEFAULT_REGION"}  # fmt: skip
-    out = {}
-    for name, value in env.items():
-        match = re.fullmatch(r"RCLONE_CONFIG_S3_(.+)", name)
-        if match and match.group(1) in keys:
-            out[keys[match.group(1)]] = value
-    return out
+    """An rclone remote given as ``RCLONE_CONFIG_S3_<SETTING>`` variables (Seldon Core 1's envSecretRefName)."""
+    prefix = "RCLONE_CONFIG_S3_"
+    settings = {k.removeprefix(prefix).lower(): v for k, v in env.items() if k.startswith(prefix)}
+    return {RCLONE_S3_SETTINGS[k]: v for k, v in settings.items() if k in RCLONE_S3_SETTINGS}
 
 
 # --- Seldon Core 2 ---------------------------------------------------------------------------------------------------
@@ -460,10 +462,5 @@ def rclone_remote_env(secret: dict) -> dict[str, str]:
     """An rclone remote Secret (``stringData.<remote>``: rclone's YAML, as Seldon Core 2's agent reads it) as the
     S3 environment of the downloader used here."""
     (config,) = [yaml.safe_load(text) for text in secret["stringData"].values()]
-    parameters = config["parameters"]
-    return {
-        "AWS_ACCESS_KEY_ID": parameters["access_key_id"],
-        "AWS_SECRET_ACCESS_KEY": parameters["secret_access_key"],
-        "AWS_ENDPOINT_URL": parameters["endpoint"],
-        "AWS_DEFAULT_REGION": parameters.get("region", "us-east-1"),
-    }
+    parameters = {"region": "us-east-1", **config["parameters"]}
+    return {RCLONE_S3_SETTINGS[k]: v for k, v in parameters.items() if k in RCLONE_S3_SETTINGS}

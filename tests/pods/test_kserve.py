@@ -37,11 +37,8 @@ def deployed(tmp_path_factory, secrets, demo, images):
 
     docs = render("kserve")
     pods = kserve_pods(docs, secrets)
-    with cluster_with_s3(tmp_path_factory, secrets, demo) as cluster:
+    with cluster_with_s3(tmp_path_factory, secrets, demo, docs) as cluster:
         cluster: Cluster
-        cluster.configmaps = {
-            (d["metadata"]["namespace"], d["metadata"]["name"]): d for d in docs if d["kind"] == "ConfigMap"
-        }
         # Feast's feature server, where the transformers' --feature_server_url says it is.
         servers = []
         for url in {flag(c.args, "feature_server_url") for p in pods for c in p.containers} - {None}:

@@ -54,11 +54,8 @@ def deployed(tmp_path_factory, secrets, demo, images):
     docs = render("seldon-v1")
     pods = seldon_v1_pods(docs, secrets)
     servers = []
-    with cluster_with_s3(tmp_path_factory, secrets, demo) as cluster:
+    with cluster_with_s3(tmp_path_factory, secrets, demo, docs) as cluster:
         cluster: Cluster
-        cluster.configmaps = {
-            (d["metadata"]["namespace"], d["metadata"]["name"]): d for d in docs if d["kind"] == "ConfigMap"
-        }
         workdir = tmp_path_factory.mktemp("mlflow")
         # The MLflow registry, where the model containers' MLFLOW_TRACKING_URI says it is.
         for url in {c.env.get("MLFLOW_TRACKING_URI") for p in pods for c in p.containers} - {None}:

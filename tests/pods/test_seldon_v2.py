@@ -27,7 +27,7 @@ RCLONE_SECRET = (
 def deployed(tmp_path_factory, secrets, demo, images):
     docs = render("seldon-v2")
     pods = seldon_v2_server_pods(docs, secrets)
-    with cluster_with_s3(tmp_path_factory, secrets, demo) as cluster:
+    with cluster_with_s3(tmp_path_factory, secrets, demo, docs) as cluster:
         cluster: Cluster
         running = cluster.deploy(pods)
         yield cluster, docs, running

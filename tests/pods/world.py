@@ -1,19 +1,16 @@
-"""The pod tests' world (plain functions, used by conftest.py and the tests): the overlays rendered by kustomize, the Secrets from k8s/secrets filled with this run's
-credentials, an S3-protocol server holding the demo artifacts at the URIs the manifests name, and the images
+"""The pod tests' world (plain functions, used by conftest.py and the tests): the overlays rendered by
+kustomize, an S3-protocol server holding the demo artifacts at the URIs the manifests name, and the images
 ``make images`` built. Run by ``make image-test`` (scripts/image-test.sh), which builds the images first."""
 
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
-import time
 from pathlib import Path
 
-import httpx
-import yaml
 from cluster import Cluster
 from ferry_tools.demo import bucket
+from support import kustomize
+from support.servers import start
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,16 +23,8 @@ VERSION = next(
 
 
 def render(target: str) -> list[dict]:
-    kustomize = os.environ.get("KUSTOMIZE")
-    command = [kustomize, "build"] if kustomize else ["kubectl", "kustomize"]
-    done = subprocess.run(
-        [*command, str(REPO / "k8s" / "overlays" / target)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return [d for d in yaml.safe_load_all(done.stdout) if d]
+    """``kubectl kustomize k8s/overlays/<target>``: what ``kubectl apply -k`` would send."""
+    return list(kustomize.render(f"overlays/{target}"))
 
 
 class S3Server:
@@ -47,19 +36,10 @@ class S3Server:
         parsed = urlparse(endpoint if "://" in endpoint else f"http://{endpoint}")
         self.host, self.port = cluster.external([parsed.hostname], parsed.port or 80)
         cluster.wait_for_gateway()
-        self.process = subprocess.Popen(
-            [str(REPO / ".venv/bin/python"), "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
-            stdout=open(workdir / "s3.log", "wb"),  # noqa: SIM115 - handed to the child
-            stderr=subprocess.STDOUT,
-        )
-        self.url = f"http://{self.host}:{self.port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                httpx.get(self.url, timeout=1)
-                return
-            time.sleep(0.1)
-        raise RuntimeError("the S3 server did not start")
+        command = [str(REPO / ".venv/bin/python"), "-m", "moto.server", "-H", self.host, "-p", str(self.port)]
+        # moto answers GET / with its bucket list once it serves.
+        self.server = start(command, workdir / "s3.log", http_port=self.port, ready_path="/", host=self.host)
+        self.url = self.server.url
 
     def upload(self, layout: dict[str, Path]) -> None:
         import boto3
@@ -78,8 +58,7 @@ class S3Server:
                 client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(folder)}")
 
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
+        self.server.stop()
 
 
 def s3_endpoint(secrets: dict[str, dict]) -> str:
@@ -97,10 +76,14 @@ def s3_endpoint(secrets: dict[str, dict]) -> str:
 
 
 @contextlib.contextmanager
-def cluster_with_s3(tmp_path_factory, secrets, demo):
-    """A fresh cluster with the S3 server up and the demo artifacts uploaded."""
+def cluster_with_s3(tmp_path_factory, secrets, demo, docs: list[dict]):
+    """A fresh cluster holding the rendered ``docs``' ConfigMaps, with the S3 server up and the demo artifacts
+    uploaded."""
     workdir = tmp_path_factory.mktemp("cluster")
     with Cluster(workdir, VERSION) as cluster:
+        cluster.configmaps = {
+            (d["metadata"]["namespace"], d["metadata"]["name"]): d for d in docs if d["kind"] == "ConfigMap"
+        }
         s3 = S3Server(cluster, s3_endpoint(secrets), workdir)
         try:
             # What the manifests' URIs hold: the tree `ferry bucket` writes, which the docs tell users to upload.

@@ -9,13 +9,14 @@ import uuid
 
 import grpc
 import kserve
+import orjson
 from fastapi import HTTPException
 from grpc_interceptor.exceptions import GrpcException
 from kserve.errors import InvalidInput as KServeInvalidInput
 from kserve.errors import ModelNotReady
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-from ferry.codec import datatype_of
+from ferry.codec import datatype_of, dumps
 from ferry.context import request_headers
 from ferry.errors import STATUS, ErrorCode, ServingError
 
@@ -70,8 +71,9 @@ class FerryKServeModel(kserve.Model):
         return await self._call(method, payload, headers)
 
     async def predict_v1(self, body):
-        # KServe serialises with the standard json module: numpy arrays become lists here.
-        return _builtin(await self.handler.predict_v1(body))
+        # KServe serialises with the standard json module: the numpy inside becomes plain JSON values here, by the
+        # lean server's own encoder.
+        return orjson.loads(dumps(await self.handler.predict_v1(body)))
 
     async def explain(self, payload, headers=None):
         """KServe routes ``:explain`` here: the handler's own explanation, else KServe's default (forwarding to
@@ -96,15 +98,6 @@ class FerryKServeModel(kserve.Model):
             infer_outputs=infer_outputs,
             use_binary_outputs=binary,
         )
-
-
-def _builtin(value):
-    """numpy arrays and scalars inside ``value`` as Python lists and numbers."""
-    if isinstance(value, dict):
-        return {key: _builtin(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_builtin(item) for item in value]
-    return value.tolist() if hasattr(value, "tolist") else value
 
 
 def serve_with_kserve(handlers, http_port: int, grpc_port: int = 0) -> int:

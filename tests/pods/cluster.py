@@ -203,16 +203,23 @@ class Cluster:
         init container runs), with the credentials' environment."""
         target = self.volume_dir(pod, download.volume)
         env_flags = [flag for k, v in sorted(download.env.items()) for flag in ("-e", f"{k}={v}")]
-        output = podman(
-            "run", "--rm", "--no-healthcheck", "--label", LABEL, "--network", self.network, *self.host_flags(),
-            "-v", f"{target}:{MODEL_MOUNT}", "--entrypoint", "python", *env_flags,
-            self.image(DOWNLOADER_IMAGE), "-c", DOWNLOAD, download.uri, MODEL_MOUNT,
-            check=False, timeout=300,
-        )  # fmt: skip
-        log.write_text(output)
+        outputs = []
+        # The kubelet restarts a failed init container; so does this (podman 4.3 now and then starts a short
+        # attached container without running it: no output, no files).
+        for attempt in range(1, 4):
+            output = podman(
+                "run", "--rm", "--no-healthcheck", "--label", LABEL, "--network", self.network, *self.host_flags(),
+                "-v", f"{target}:{MODEL_MOUNT}", "--entrypoint", "python", *env_flags,
+                self.image(DOWNLOADER_IMAGE), "-c", DOWNLOAD, download.uri, MODEL_MOUNT,
+                check=False, timeout=300,
+            )  # fmt: skip
+            outputs.append(f"---- attempt {attempt}\n{output}")
+            if any(target.iterdir()):
+                break
+        log.write_text("\n".join(outputs))
         if not any(target.iterdir()):
             raise RuntimeError(
-                f"{pod.workload}: storage-initializer fetched nothing from {download.uri}: {output}"
+                f"{pod.workload}: storage-initializer fetched nothing from {download.uri}: {outputs}"
             )
         for path in target.rglob("*"):  # the initializer's files, readable by the serving user
             path.chmod(0o755 if path.is_dir() else 0o644)

@@ -23,7 +23,7 @@ def build(settings: ExplainerSettings):
     from ferry_explain import artifacts, engines
     from ferry_explain.handler import ExplainerHandler
     from ferry_explain.pool import BoundedPool
-    from ferry_explain.predictor import PredictorClient
+    from ferry_explain.predictor import Target
 
     model_dir = artifacts.local_path(settings.model_dir, settings.cache_dir)
     found = artifacts.resolve(
@@ -55,7 +55,7 @@ def build(settings: ExplainerSettings):
             engines.AlibiKernelShapEngine if settings.explainer_type == "KernelShap" else engines.ShapEngine
         )
         make = functools.partial(engine.fit, features=features, background=background, seed=settings.seed)
-    client = PredictorClient(
+    client = Target(
         settings.predictor_host,
         settings.predictor_protocol,
         settings.target_model,

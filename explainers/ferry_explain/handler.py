@@ -26,7 +26,7 @@ from ferry_explain.artifacts import Features
 from ferry_explain.engines import Engine
 from ferry_explain.inputs import Param, parse_instances, resolve_parameters
 from ferry_explain.pool import BoundedPool
-from ferry_explain.predictor import Calls, ExplanationDeadline, PredictorClient
+from ferry_explain.predictor import Calls, ExplanationDeadline, Target
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class ExplainerHandler(Handler):
         self,
         name: str,
         engine_kind: str,
-        client: PredictorClient,
+        client: Target,
         make_engine: Callable[[Calls], Engine],
         features: Features,
         params: dict[str, Param],

@@ -100,15 +100,32 @@ def _upstream_message(body: bytes) -> str:
     return str(payload)[:500]
 
 
-def upstream_status_error(status: int, body: bytes, where: str, service: str = "predictor") -> ServingError:
-    """The one table for an upstream HTTP answer that is not 200 (the predictor, as the transformer and the
-    explainer see it; the explainer, as the predictor forwarding explain sees it): its 503/429 -> not ready here
-    either, 504 -> deadline, other 4xx -> the caller's input, else 502."""
-    message = f"{service} ({where}) answered {status}: {_upstream_message(body)}"
-    if status in (503, 429):
-        return NotReady(message)
-    if status == 504:
-        return DeadlineExceeded(message)
-    if 400 <= status < 500:
-        return InvalidInput(message)
-    return UpstreamError(message)
+# What an upstream's failure becomes here: its "not ready" stays "not ready", its deadline a deadline, its
+# refusal of the input the caller's bad input, anything else a bad gateway. HTTP statuses and gRPC code names.
+_UPSTREAM: dict[int | str, type[ServingError]] = {
+    503: NotReady,
+    429: NotReady,
+    504: DeadlineExceeded,
+    "DEADLINE_EXCEEDED": DeadlineExceeded,
+    "INVALID_ARGUMENT": InvalidInput,
+    "NOT_FOUND": InvalidInput,
+    "OUT_OF_RANGE": InvalidInput,
+    "FAILED_PRECONDITION": InvalidInput,
+    "RESOURCE_EXHAUSTED": InvalidInput,
+}
+
+
+def upstream_error(
+    status: int | str, body: bytes | str, where: str, service: str = "predictor", retry_after: bool = False
+) -> ServingError:
+    """The one table for an upstream's failed answer (the predictor, as the transformer and the explainer see it;
+    the explainer, as the predictor forwarding explain sees it): an HTTP status with its body, or a gRPC status
+    code's name with its details. gRPC UNAVAILABLE is "not ready" only when the server said when to retry; an
+    HTTP 4xx not in the table is the caller's input."""
+    if isinstance(status, int):
+        kind = _UPSTREAM.get(status) or (InvalidInput if 400 <= status < 500 else UpstreamError)
+        text = _upstream_message(body)
+    else:
+        kind = NotReady if status == "UNAVAILABLE" and retry_after else _UPSTREAM.get(status, UpstreamError)
+        text = str(body)
+    return kind(f"{service} ({where}) answered {status}: {text}")

@@ -128,7 +128,7 @@ def test_an_unreachable_explainer_is_a_502_naming_it(repo_dir, tmp_path):
     finally:
         proc.stop()
     assert response.status_code == 502
-    assert f"explainer at {closed} unreachable" in error_text(response)
+    assert f"explainer at {closed} is unreachable" in error_text(response)
 
 
 def test_without_an_explainer_explain_is_404_saying_how(server):

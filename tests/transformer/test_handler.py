@@ -10,9 +10,9 @@ import httpx
 import numpy as np
 import pytest
 from fakes import FakeGrpcPredictor, FakeHttpPredictor
+from ferry.client import InProcessPredictorClient, connect
 from ferry.context import request_headers
 from ferry.errors import DeadlineExceeded, InvalidInput, NotReady, UpstreamError
-from ferry_feast.client import GrpcV2Client, InProcessClient, V1Client, V2Client, create_client
 from ferry_feast.handler import FeastTransformer, StartupError, Thresholds
 from ferry_feast.settings import DEFAULT_FEATURES
 from ferry_feast.store import RemoteFeatures, SdkFeatures
@@ -41,9 +41,9 @@ def check(result_probs, ids, expected_features, reference) -> None:
     np.testing.assert_allclose(result_probs, want[:, 1], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("protocol", ["v1", "v2", "grpc-v2"])
+@pytest.mark.parametrize("protocol", ["v1", "v2", "grpc-v2", "seldon"])
 async def test_each_predictor_protocol(protocol, sqlite_repo, predictor, expected_features, reference):
-    client = create_client(protocol, address(predictor, protocol), "churn", 5)
+    client = connect(protocol, address(predictor, protocol), "churn", 5)
     handler = await loaded(sqlite(sqlite_repo), client)
     try:
         body = await handler.predict_v1({"instances": IDS})
@@ -55,7 +55,7 @@ async def test_each_predictor_protocol(protocol, sqlite_repo, predictor, expecte
 
 
 async def test_v1_objects_and_v2_bytes_and_int64_ids(sqlite_repo, predictor, expected_features, reference):
-    handler = await loaded(sqlite(sqlite_repo), V2Client(predictor.url, "churn", 5))
+    handler = await loaded(sqlite(sqlite_repo), connect("v2", predictor.url, "churn", 5))
     try:
         body = await handler.predict_v1({"instances": [{"customer_id": i} for i in IDS]})
         check(body["predictions"], IDS, expected_features, reference)
@@ -76,7 +76,9 @@ async def test_v1_objects_and_v2_bytes_and_int64_ids(sqlite_repo, predictor, exp
 
 async def test_thresholds_are_configurable(sqlite_repo, predictor):
     handler = await loaded(
-        sqlite(sqlite_repo), V2Client(predictor.url, "churn", 5), thresholds=Thresholds(high=0.0, medium=0.0)
+        sqlite(sqlite_repo),
+        connect("v2", predictor.url, "churn", 5),
+        thresholds=Thresholds(high=0.0, medium=0.0),
     )
     try:
         body = await handler.predict_v1({"instances": IDS})
@@ -89,7 +91,7 @@ async def test_thresholds_are_configurable(sqlite_repo, predictor):
 
 
 async def test_unknown_ids_are_a_400_naming_them(sqlite_repo, predictor):
-    handler = await loaded(sqlite(sqlite_repo), V2Client(predictor.url, "churn", 5))
+    handler = await loaded(sqlite(sqlite_repo), connect("v2", predictor.url, "churn", 5))
     try:
         with pytest.raises(InvalidInput, match=r"unknown customer ids.*C99999, NOPE") as info:
             await handler.predict_v1({"instances": ["C00001", "C99999", "NOPE"]})
@@ -105,7 +107,7 @@ async def test_unknown_ids_are_a_400_naming_them(sqlite_repo, predictor):
 async def test_defaults_fill_missing_features(sqlite_repo, predictor, reference):
     defaults = {"tenure": 0, "monthly_charges": 70.0, "total_charges": 0.0, "contract": 0}
     handler = await loaded(
-        sqlite(sqlite_repo), V2Client(predictor.url, "churn", 5), feature_defaults=defaults
+        sqlite(sqlite_repo), connect("v2", predictor.url, "churn", 5), feature_defaults=defaults
     )
     try:
         body = await handler.predict_v1({"instances": ["C99999"]})
@@ -116,7 +118,9 @@ async def test_defaults_fill_missing_features(sqlite_repo, predictor, reference)
 
 
 async def test_feature_service_orders_features(sqlite_repo, predictor, expected_features, reference):
-    handler = await loaded(sqlite(sqlite_repo, (), "churn_model_v1"), V2Client(predictor.url, "churn", 5))
+    handler = await loaded(
+        sqlite(sqlite_repo, (), "churn_model_v1"), connect("v2", predictor.url, "churn", 5)
+    )
     try:
         assert handler.features.features == list(DEFAULT_FEATURES)
         check(
@@ -128,7 +132,7 @@ async def test_feature_service_orders_features(sqlite_repo, predictor, expected_
 
 async def test_signature_mismatch_is_a_clear_startup_error(sqlite_repo, predictor):
     three = [*DEFAULT_FEATURES[:3]]
-    handler = FeastTransformer("t", sqlite(sqlite_repo, three), V2Client(predictor.url, "churn", 5))
+    handler = FeastTransformer("t", sqlite(sqlite_repo, three), connect("v2", predictor.url, "churn", 5))
     with pytest.raises(StartupError, match=r"3 features .* do not fit .*input-0.* \[-1, 4\]"):
         await handler.load()
     await handler.close()
@@ -141,7 +145,7 @@ async def test_collocated_predictor(sqlite_repo, model_dir, expected_features, r
     from ferry.model import Predictor
     from ferry.settings import ModelSettings
 
-    client = InProcessClient(Predictor("churn", model_dir, ModelSettings()), 5, owns_predictor=True)
+    client = InProcessPredictorClient(Predictor("churn", model_dir, ModelSettings()), 5, owns_predictor=True)
     handler = await loaded(sqlite(sqlite_repo), client)
     try:
         check(
@@ -154,7 +158,7 @@ async def test_collocated_predictor(sqlite_repo, model_dir, expected_features, r
 async def test_redis_store_fails_with_503_and_recovers(
     redis_repo, redis_server, predictor, expected_features, reference
 ):
-    handler = await loaded(sqlite(redis_repo), V2Client(predictor.url, "churn", 5))
+    handler = await loaded(sqlite(redis_repo), connect("v2", predictor.url, "churn", 5))
     try:
         check(
             (await handler.predict_v1({"instances": IDS}))["predictions"], IDS, expected_features, reference
@@ -174,7 +178,7 @@ async def test_redis_store_fails_with_503_and_recovers(
 
 async def test_feast_feature_server(feature_server, predictor, expected_features, reference):
     source = RemoteFeatures(feature_server.url, list(DEFAULT_FEATURES), timeout_s=5)
-    handler = await loaded(source, V2Client(predictor.url, "churn", 5))
+    handler = await loaded(source, connect("v2", predictor.url, "churn", 5))
     try:
         body = await handler.predict_v1({"instances": IDS})
         check(body["predictions"], IDS, expected_features, reference)
@@ -197,9 +201,9 @@ async def test_feature_server_down_is_503():
 # -- predictor failures, client by client -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("client_class", [V1Client, V2Client, GrpcV2Client])
-async def test_predictor_down_is_502(client_class):
-    client = client_class(f"127.0.0.1:{free_port()}", "churn", 2)
+@pytest.mark.parametrize("protocol", ["v1", "v2", "grpc-v2", "seldon"])
+async def test_predictor_down_is_502(protocol):
+    client = connect(protocol, f"127.0.0.1:{free_port()}", "churn", 2)
     await client.start()
     try:
         with pytest.raises(UpstreamError, match=r"127\.0\.0\.1"):
@@ -209,10 +213,10 @@ async def test_predictor_down_is_502(client_class):
         await client.close()
 
 
-@pytest.mark.parametrize("client_class", [V1Client, V2Client])
-async def test_slow_http_predictor_is_504(client_class):
+@pytest.mark.parametrize("protocol", ["v1", "v2", "seldon"])
+async def test_slow_http_predictor_is_504(protocol):
     with FakeHttpPredictor(delay_s=2) as fake:
-        client = client_class(fake.host, "churn", 0.3)
+        client = connect(protocol, fake.host, "churn", 0.3)
         await client.start()
         try:
             with pytest.raises(DeadlineExceeded, match=r"within 0\.3 s"):
@@ -223,7 +227,7 @@ async def test_slow_http_predictor_is_504(client_class):
 
 async def test_slow_grpc_predictor_is_504():
     with FakeGrpcPredictor(delay_s=2) as fake:
-        client = GrpcV2Client(fake.host, "churn", 0.3)
+        client = connect("grpc-v2", fake.host, "churn", 0.3)
         await client.start()
         try:
             with pytest.raises(DeadlineExceeded, match=r"within 0\.3 s"):
@@ -232,9 +236,9 @@ async def test_slow_grpc_predictor_is_504():
             await client.close()
 
 
-@pytest.mark.parametrize("protocol", ["v1", "v2", "grpc-v2"])
+@pytest.mark.parametrize("protocol", ["v1", "v2", "grpc-v2", "seldon"])
 async def test_predictor_400_passes_through(protocol, predictor):
-    client = create_client(protocol, address(predictor, protocol), "churn", 5)
+    client = connect(protocol, address(predictor, protocol), "churn", 5)
     await client.start()
     try:
         # Three features for a four-feature model: the predictor's own message comes back as a 400.
@@ -246,7 +250,7 @@ async def test_predictor_400_passes_through(protocol, predictor):
 
 async def test_predictor_503_and_500_map():
     with FakeHttpPredictor(status=503, body={"error": "model 'churn' is not ready"}) as fake:
-        client = V2Client(fake.host, "churn", 2)
+        client = connect("v2", fake.host, "churn", 2)
         await client.start()
         with pytest.raises(NotReady, match="not ready"):
             await client.infer("input-0", FEATURES)
@@ -255,7 +259,7 @@ async def test_predictor_503_and_500_map():
             await client.infer("input-0", FEATURES)
         await client.close()
     with FakeGrpcPredictor(code=grpc.StatusCode.INVALID_ARGUMENT) as fake:
-        client = GrpcV2Client(fake.host, "churn", 2)
+        client = connect("grpc-v2", fake.host, "churn", 2)
         await client.start()
         with pytest.raises(InvalidInput, match="fake predictor says no"):
             await client.infer("input-0", FEATURES)
@@ -269,21 +273,25 @@ HEADERS = {
 }
 
 
-@pytest.mark.parametrize("client_class", [V1Client, V2Client, GrpcV2Client])
-async def test_headers_propagate(client_class):
-    body = {"predictions": [[0.5, 0.5]] * 2, "outputs": [{"name": "p", "shape": [2, 2], "data": [0.5] * 4}]}
-    fake_class = FakeGrpcPredictor if client_class is GrpcV2Client else FakeHttpPredictor
-    with fake_class() if client_class is GrpcV2Client else FakeHttpPredictor(body=body) as fake:
-        assert isinstance(fake, fake_class)
-        client = client_class(fake.host, "churn", 2)
+@pytest.mark.parametrize("protocol", ["v1", "v2", "grpc-v2", "seldon"])
+async def test_headers_propagate(protocol):
+    body = {
+        "predictions": [[0.5, 0.5]] * 2,
+        "data": {"ndarray": [[0.5, 0.5]] * 2},
+        "outputs": [{"name": "p", "shape": [2, 2], "datatype": "FP32", "data": [0.5] * 4}],
+    }
+    grpc_v2 = protocol == "grpc-v2"
+    with FakeGrpcPredictor() if grpc_v2 else FakeHttpPredictor(body=body) as fake:
+        client = connect(protocol, fake.host, "churn", 2)
         await client.start()
         token = request_headers.set({**HEADERS, "cookie": "not-forwarded"})
         try:
-            await client.infer("input-0", FEATURES)
+            outputs = await client.infer("input-0", FEATURES)
         finally:
             request_headers.reset(token)
             await client.close()
-        seen = fake.metadata[-1] if client_class is GrpcV2Client else fake.headers[-1]
+        assert next(iter(outputs.values())).shape[0] == 2
+        seen = fake.metadata[-1] if grpc_v2 else fake.headers[-1]
         assert {k: seen.get(k) for k in HEADERS} == HEADERS
         assert "cookie" not in seen
 
@@ -302,7 +310,7 @@ async def test_concurrent_requests_travel_as_waves_of_one_predictor_call(
             if line.startswith("ferry_http_requests_total{") and 'protocol="v2"' in line
         )
 
-    handler = await loaded(sqlite(sqlite_repo), V2Client(predictor.url, "churn", 5))
+    handler = await loaded(sqlite(sqlite_repo), connect("v2", predictor.url, "churn", 5))
     try:
         before = predictor_requests()
         requests = [[f"C{(7 * i) % 200 + 1:05d}", f"C{(11 * i) % 200 + 1:05d}"] for i in range(64)]

@@ -17,7 +17,8 @@ log = logging.getLogger("ferry_feast")
 
 def build(settings: TransformerSettings, *, owns_predictor: bool = False):
     """The transformer handler, plus the collocated predictor when the server should load and serve it too."""
-    from ferry_feast.client import InProcessClient, create_client
+    from ferry.client import InProcessPredictorClient, connect
+
     from ferry_feast.handler import FeastTransformer, Thresholds
     from ferry_feast.store import RemoteFeatures, SdkFeatures
 
@@ -42,11 +43,13 @@ def build(settings: TransformerSettings, *, owns_predictor: bool = False):
         from ferry.settings import ModelSettings
 
         predictor = Predictor(model_name, settings.collocated_model_dir, ModelSettings())
-        client = InProcessClient(predictor, settings.predictor_timeout_s, owns_predictor=owns_predictor)
+        client = InProcessPredictorClient(
+            predictor, settings.predictor_timeout_s, owns_predictor=owns_predictor
+        )
         if not owns_predictor:
             extra.append(predictor)  # served next to the transformer: one pod, both endpoints
     else:
-        client = create_client(
+        client = connect(
             settings.predictor_protocol, settings.predictor_host, model_name, settings.predictor_timeout_s
         )
     handler = FeastTransformer(

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from ferry.client import AsyncPredictor
 from ferry.errors import InvalidInput, ServingError, UpstreamError
 from ferry.repository import Handler
 from ferry.signature import Signature, TensorSpec
 
-from ferry_feast.client import PredictorClient
 from ferry_feast.store import ENTITY_KEY, FeatureSource
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class FeastTransformer(Handler):
         self,
         name: str,
         features: FeatureSource,
-        predictor: PredictorClient,
+        predictor: AsyncPredictor,
         *,
         thresholds: Thresholds = Thresholds(),
         feature_defaults: dict[str, float] | None = None,
@@ -129,6 +129,7 @@ class FeastTransformer(Handler):
         """The features must fill the predictor's single input exactly, in its column order."""
         count = len(self.features.features)
         if metadata is None:
+            log.warning("predictor publishes no V2 metadata; the feature count is not checked against it")
             return
         inputs = metadata.get("inputs") or []
         if len(inputs) != 1:

@@ -26,7 +26,9 @@ class TransformerSettings(ServerSettings):
     predictor_host: str = Field(
         "", description="Predictor host:port (KServe sets it); empty with collocation."
     )
-    predictor_protocol: Literal["v1", "v2", "grpc-v2"] = Field("v2", description="How to call the predictor.")
+    predictor_protocol: Literal["v1", "v2", "grpc-v2", "seldon"] = Field(
+        "v2", description="How to call the predictor: KServe V1, V2 REST, V2 gRPC or Seldon's protocol."
+    )
     predictor_model_name: str = Field("", description="The predictor's model name (default: model_name).")
     predictor_timeout_s: float = Field(10.0, gt=0, le=600, description="Deadline of one predictor call.")
     predictor_startup_timeout_s: float = Field(

@@ -8,8 +8,8 @@
 - Only requests whose non-batch shapes and dtypes match share a batch (one queue per shape key).
 - Optional preferred batch sizes (buckets): a batch is padded up to the next bucket (for CUDA graphs and
   TensorRT profiles) and the padding is dropped from the results.
-- Optionally (CPU models) batches stop growing past the size that was measured to cost more CPU per row: a
-  convolution over large images whose batch outgrows the caches computes fewer rows per second, not more.
+- What batches cost is learned as they run (``ferry.batch_cost``): batches measured cheap enough run on the event
+  loop's thread, and optionally (CPU models) batches stop growing past the size measured to cost more per row.
 - The queue is bounded in rows (``Overloaded`` beyond it); every request has a deadline; a caller that goes
   away leaves the queue; a failing batch fails only its own callers; each output must have as many rows as
   the batch, and each caller gets exactly its own rows.
@@ -27,13 +27,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ferry.batch_cost import BatchCostModel
 from ferry.errors import BackendError, DeadlineExceeded, NotReady, Overloaded, ServingError
 
 log = logging.getLogger(__name__)
 
 Tensors = dict[str, np.ndarray]
-EXPLORE_EVERY = 16  # with a learned cap, every 16th batch may take one bucket more
-SLOWER_PER_ROW = 1.25  # a bucket this much dearer per row than the cheapest is not worth forming
 GATHER_PASSES = 8  # at most this many loop passes to read requests that arrived before an inline batch
 Runner = Callable[[Tensors], Tensors]
 
@@ -114,12 +113,7 @@ class DynamicBatcher:
         self._workers: list[asyncio.Task] = []
         self._sweeper: asyncio.Task | None = None
         self._running: list[list[_Job]] = []
-        #: Recent compute seconds per batch-size bucket (power of two), to decide where a batch runs.
-        self._compute_estimate: dict[int, float] = {}
-        #: Recent CPU seconds per row per bucket, and the batch size they make worth forming.
-        self._row_cost: dict[int, float] = {}
-        self._row_cap = policy.batch_rows
-        self._batches_taken = 0
+        self.cost = BatchCostModel(policy.batch_rows, policy.inline_below_s, policy.adaptive_max_batch, name)
         self._executors: list[ThreadPoolExecutor] = []
 
     @property
@@ -265,7 +259,7 @@ class DynamicBatcher:
 
     def _take_batch(self) -> list[_Job]:
         """Pop the next batch: jobs sharing the shape key of the oldest waiting job, up to the row limit."""
-        limit = self._batch_limit()
+        limit = self.cost.next_limit()
         while self._queues:
             key = min(self._queues, key=lambda k: self._queues[k][0].enqueued)
             queue = self._queues[key]
@@ -298,12 +292,12 @@ class DynamicBatcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            if delay > 0 and self.policy.enabled and self._queued_rows < self._row_cap:
+            if delay > 0 and self.policy.enabled and self._queued_rows < self.cost.row_cap:
                 oldest = min(queue[0].enqueued for queue in self._queues.values() if queue)
                 wait = oldest + delay - loop.time()
                 if wait > 0:
                     await asyncio.sleep(wait)
-            elif self.policy.enabled and self._runs_inline(self._queued_rows):
+            elif self.policy.enabled and self.cost.runs_inline(self._queued_rows):
                 await self._gather_arrived()
             batch = self._take_batch()
             if not batch:
@@ -317,9 +311,6 @@ class DynamicBatcher:
                 self._running.remove(batch)
                 self._running_batches -= 1
                 self._check_idle()
-
-    def _runs_inline(self, rows: int) -> bool:
-        return self._compute_estimate.get(rows.bit_length(), float("inf")) < self.policy.inline_below_s
 
     async def _gather_arrived(self) -> None:
         """Before a batch that will block the loop, let the loop read the requests that have already arrived.
@@ -335,7 +326,7 @@ class DynamicBatcher:
             # poll scheduled run (they are queued behind this worker).
             await asyncio.sleep(0)
             await asyncio.sleep(0)
-            if self._queued_rows == seen or self._queued_rows >= self._row_cap:
+            if self._queued_rows == seen or self._queued_rows >= self.cost.row_cap:
                 return
 
     async def _run(self, batch: list[_Job], runner: Runner, executor: ThreadPoolExecutor) -> None:
@@ -349,7 +340,7 @@ class DynamicBatcher:
         if padded > rows:
             merged = {name: _pad_rows(array, padded - rows) for name, array in merged.items()}
         try:
-            if self._runs_inline(padded):
+            if self.cost.runs_inline(padded):
                 # Handing a batch to a thread and back costs ~50-150 us of loop time; a batch known to take
                 # less than that runs on the loop thread instead (it would block the loop longer otherwise).
                 outputs, elapsed, cpu = _timed(runner, merged)
@@ -375,7 +366,7 @@ class DynamicBatcher:
                 job.future.set_exception(error)
             self.metrics.outcome("error", len(failed))
             return
-        self.observe(padded, cpu)
+        self.cost.observe(padded, cpu)
         self.metrics.batch(rows, padded, elapsed)
         offset, answered = 0, 0
         for job in batch:
@@ -386,54 +377,6 @@ class DynamicBatcher:
             offset += job.rows
         self.metrics.outcome("ok", answered)
 
-    def observe(self, rows: int, cpu_seconds: float) -> None:
-        """Learn from one batch's CPU time: where batches of its size run, and (adaptive) how large batches
-        should grow. The predictor also feeds it its warm-up batches, so both are known before traffic."""
-        bucket = rows.bit_length()
-        previous = self._compute_estimate.get(bucket)
-        self._compute_estimate[bucket] = (
-            cpu_seconds if previous is None else 0.8 * previous + 0.2 * cpu_seconds
-        )
-        if self.policy.adaptive_max_batch:
-            self._learn_row_cost(bucket, cpu_seconds / rows)
-
-    def _batch_limit(self) -> int:
-        """Rows the next batch may take: the learned cap, and every ``EXPLORE_EVERY``-th batch one bucket more,
-        so that a cap learned from few batches can still climb to a better size."""
-        full = self.policy.batch_rows
-        if self._row_cap >= full:
-            return full
-        self._batches_taken += 1
-        if self._batches_taken % EXPLORE_EVERY == 0:
-            return min(full, 2 * self._row_cap + 1)
-        return self._row_cap
-
-    def _learn_row_cost(self, bucket: int, seconds_per_row: float) -> None:
-        # Falls at once, rises slowly: what inflates a CPU-time sample (a first call's initialisation, a
-        # garbage collection, a cache another process just emptied) passes, and no sample is ever too cheap.
-        previous = self._row_cost.get(bucket)
-        if previous is None or seconds_per_row < previous:
-            self._row_cost[bucket] = seconds_per_row
-        else:
-            self._row_cost[bucket] = 0.9 * previous + 0.1 * seconds_per_row
-        cheapest = min(self._row_cost.values())
-        # The largest bucket within SLOWER_PER_ROW of the cheapest: fixed per-batch costs make small batches
-        # dearer per row, so "good" is a band, and its top end is what batches should grow to.
-        good = max(b for b, cost in self._row_cost.items() if cost <= SLOWER_PER_ROW * cheapest)
-        dearer_above = any(b > good for b in self._row_cost)
-        cap = min(self.policy.batch_rows, (1 << good) - 1) if dearer_above else self.policy.batch_rows
-        if cap != self._row_cap:
-            log.info(
-                "model %s: batches of up to %d rows (measured CPU per row: %s)",
-                self.name,
-                cap,
-                ", ".join(
-                    f"{1 << (b - 1)}-{(1 << b) - 1} rows {cost * 1e6:.1f} us"
-                    for b, cost in sorted(self._row_cost.items())
-                ),
-            )
-            self._row_cap = cap
-
     def _bucket(self, rows: int) -> int:
         for size in self._buckets:
             if size >= rows:
@@ -442,9 +385,7 @@ class DynamicBatcher:
 
 
 def _timed(runner: Runner, inputs: Tensors) -> tuple[Tensors, float, float]:
-    """(outputs, wall seconds, CPU seconds of this thread). The inline decision uses CPU time: on a busy core
-    the wall time of a threaded run includes waiting for the GIL and being preempted, which would keep a tiny
-    model from ever qualifying."""
+    """(outputs, wall seconds, CPU seconds of this thread): the cost model learns from CPU time."""
     wall, cpu = time.perf_counter(), time.thread_time()
     outputs = runner(inputs)
     return outputs, time.perf_counter() - wall, time.thread_time() - cpu

@@ -183,7 +183,7 @@ class Predictor(Handler):
                 example = self._example(rows)
                 cpu = time.thread_time()
                 runners[0](example)
-                self._batcher.observe(rows, time.thread_time() - cpu)
+                self._batcher.cost.observe(rows, time.thread_time() - cpu)
 
     def _example(self, rows: int) -> Tensors:
         inputs = {}

@@ -152,7 +152,7 @@ async def test_a_cliff_inside_a_bucket_is_judged_by_the_sizes_the_bucket_runs_at
         return matmul(inputs)
 
     batcher, metrics = await started(steep, max_batch_size=64, adaptive_max_batch=True)
-    batcher.observe(17, 17 * 20e-6)  # a cheap batch at the bottom of the bucket, as arrivals may form
+    batcher.cost.observe(17, 17 * 20e-6)  # a cheap batch at the bottom of the bucket, as arrivals may form
     await run_load(batcher, callers=1, rounds=5)
     await run_load(batcher, callers=64, rounds=40)
     late = [rows for rows, _ in metrics.batches[-100:]]
@@ -310,7 +310,7 @@ async def test_an_inline_batch_first_gathers_requests_arriving_in_the_next_loop_
     """Batches that block the loop (inline) wait while each loop pass brings new requests; threaded batches
     do not (the loop keeps reading while they compute), so there the first request goes alone."""
     batcher, metrics = await started(max_batch_size=64, inline_below_s=float("inf") if inline else 0.0)
-    batcher.observe(1, 1e-6)  # measured cheap: batches of this size run inline when the policy allows it
+    batcher.cost.observe(1, 1e-6)  # measured cheap: batches of this size run inline when the policy allows it
 
     async def arriving_after(passes: int):
         for _ in range(passes):

@@ -679,7 +679,7 @@ PROFILE_RULES = [
         ("ferry/server/rest.py", "ferry/server/grpc.py", "ferry/errors.py"),
     ),
     ("HTTP/1.1 parse + transport (ferry/server/http.py, httptools)", ("ferry/server/http.py", "httptools")),
-    ("HTTP/2 frames + HPACK (ferry/server/h2.py, hpack)", ("ferry/server/h2.py", "hpack/")),
+    ("HTTP/2 frames + HPACK (ferry/server/h2/, hpack)", ("ferry/server/h2/", "hpack/")),
     ("event loop, asyncio, other", ("",)),
 ]
 

@@ -1,0 +1,462 @@
+"""An HTTP/2 server connection (RFC 9113) as an asyncio protocol: the connection's state machine, knowing no
+application protocol. It reads frames, keeps streams and both directions of flow control, and hands each stream
+to its subclass at two points: ``stream_opened`` (the request's headers are in) and ``request_complete`` (its
+body is in). The subclass answers with ``respond`` (headers, a flow-controlled body, trailers) or
+``respond_headers_only``.
+
+What it implements: the connection preface and SETTINGS exchange, flow control both ways (receive windows
+returned as data arrives, send windows honoured with waits for WINDOW_UPDATE), PING, RST_STREAM (cancels the
+stream's task), GOAWAY both ways, CONTINUATION, padding, per-stream and per-connection limits, an idle timeout,
+and a graceful shutdown (GOAWAY, answer every stream already open, close). Not implemented: server push,
+priorities (ignored, as the RFC allows), TLS (terminated by the mesh or ingress in a cluster)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+
+from ferry.server.h2.frames import (
+    ACK,
+    CONTINUATION,
+    DATA,
+    DEFAULT_FRAME_SIZE,
+    DEFAULT_WINDOW,
+    END_HEADERS,
+    END_STREAM,
+    FLOW_CONTROL_ERROR,
+    FRAME_SIZE_ERROR,
+    GOAWAY,
+    HEADERS,
+    INITIAL_WINDOW_SIZE,
+    MAX_CONCURRENT_STREAMS,
+    MAX_FRAME_SIZE,
+    MAX_HEADER_LIST_SIZE,
+    MAX_WINDOW,
+    NO_ERROR,
+    PING,
+    PREFACE,
+    PRIORITY_FLAG,
+    PROTOCOL_ERROR,
+    PUSH_PROMISE,
+    REFUSED_STREAM,
+    RST_STREAM,
+    SETTINGS,
+    WINDOW_UPDATE,
+    HeaderDecoder,
+    ProtocolViolation,
+    frame,
+    read_head,
+    rst_stream,
+    settings_payload,
+    unpad,
+    window_update,
+)
+
+log = logging.getLogger(__name__)
+
+# What this server offers. Windows are generous so that a large tensor arrives without waiting on
+# WINDOW_UPDATE round trips; memory stays bounded by MAX_STREAMS x the body limit per connection.
+MAX_STREAMS = 256
+STREAM_WINDOW = 1 << 22
+CONNECTION_WINDOW = 1 << 24
+FRAME_LIMIT = 1 << 20  # largest frame a client may send us
+HEADER_LIST_LIMIT = 1 << 16
+
+
+class Stream:
+    __slots__ = (
+        "chunks",
+        "done",
+        "headers",
+        "id",
+        "metadata",
+        "send_window",
+        "size",
+        "task",
+        "timer",
+        "unacknowledged",
+    )
+
+    def __init__(self, stream_id: int, send_window: int):
+        self.id = stream_id
+        self.headers: dict[str, str] = {}
+        self.metadata: dict[str, str] = {}  # the headers a call sees: no pseudo-headers, no binary ones
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.unacknowledged = 0  # bytes received on this stream not yet returned with WINDOW_UPDATE
+        self.send_window = send_window
+        self.task: asyncio.Task | None = None  # the application's work on this stream, cancelled with it
+        self.done = False  # the response has ended (or the stream was reset); later frames are dropped
+        self.timer: asyncio.TimerHandle | None = None  # an application deadline, cancelled when it ends
+
+    def end(self) -> None:
+        """No more frames for this stream; its deadline no longer applies."""
+        self.done = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+class H2Connection(asyncio.Protocol):
+    #: What a client that does not speak HTTP/2 is told (an HTTP/1.1 400 body), before the connection closes.
+    not_http2_body = b'{"error":"this port serves HTTP/2 only"}'
+
+    def __init__(self, server):
+        self.server = server
+        self.max_body_bytes: int = server.max_body_bytes
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.needed = 0  # bytes the buffer must hold before the next frame can be parsed
+        self.preface_seen = False
+        self.streams: dict[int, Stream] = {}
+        self.last_stream_id = 0
+        self.going_away = False  # GOAWAY sent or received: no new streams; close once the last one ends
+        self.headers = HeaderDecoder(HEADER_LIST_LIMIT)
+        self.continuation: tuple[int, int, bytearray] | None = None  # (stream id, flags, block so far)
+        self.peer_window = DEFAULT_WINDOW  # what the peer lets us send on the connection
+        self.peer_stream_window = DEFAULT_WINDOW  # initial send window of each new stream
+        self.peer_frame_size = DEFAULT_FRAME_SIZE
+        self.unacknowledged = 0  # bytes received on the connection not yet returned with WINDOW_UPDATE
+        self.window_waiters: list[asyncio.Future] = []
+        # The last request progress (HEADERS, DATA) or answer while nothing was being answered; the listener's
+        # sweep closes the connection once that is idle_timeout_s old and no call is running, so a call whose
+        # request stops arriving halfway is closed too, not only an idle connection. PINGs do not count.
+        self.idle_since: float | None = None
+
+    # -- what a subclass implements ----------------------------------------------------------------------------
+    def stream_opened(self, stream: Stream) -> None:
+        """The request's headers are in (``stream.headers``); its body may follow."""
+
+    def request_complete(self, stream: Stream) -> None:
+        """The whole request is in (``stream.chunks``); answer it, usually from a task set as ``stream.task``."""
+        raise NotImplementedError
+
+    def body_too_large(self, stream: Stream) -> None:
+        """The request body passed ``max_body_bytes``; answer (the stream is reset after)."""
+        raise NotImplementedError
+
+    # -- asyncio.Protocol --------------------------------------------------------------------------------------
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.server.connections.add(self)
+        if self.server.closing:
+            transport.close()
+            return
+        self.idle_since = self.loop.time()
+
+    def connection_lost(self, exc) -> None:
+        self.server.connections.discard(self)
+        for stream in self.streams.values():
+            self.cancel(stream)
+        self.streams.clear()
+        self._wake_senders()
+
+    def data_received(self, data: bytes) -> None:
+        if self.buffer:
+            self.buffer += data
+            if len(self.buffer) < self.needed:
+                return  # a large frame still arriving: parse it once, when whole
+            data = bytes(self.buffer)
+            self.buffer.clear()
+        try:
+            offset = self._frames(data)
+        except ProtocolViolation as exc:
+            log.info("HTTP/2 connection error: %s", exc)
+            self.go_away(exc.code, debug=str(exc).encode()[:256])
+            return
+        if offset < len(data):
+            self.buffer += data[offset:]
+            if not self.preface_seen:
+                self.needed = len(PREFACE)
+            elif len(data) - offset >= 9:
+                self.needed = 9 + int.from_bytes(data[offset : offset + 3], "big")
+            else:
+                self.needed = 9
+
+    # -- reading frames ----------------------------------------------------------------------------------------
+    def _frames(self, data: bytes) -> int:
+        offset = 0
+        if not self.preface_seen:
+            if len(data) < len(PREFACE):
+                if PREFACE.startswith(data):
+                    return 0
+            elif data.startswith(PREFACE):
+                self.preface_seen = True
+                offset = len(PREFACE)
+                self._send_preface()
+            if not self.preface_seen:
+                self._not_http2()
+                return len(data)
+        end = len(data)
+        while end - offset >= 9 and not self.transport.is_closing():
+            size, kind, flags, stream_id = read_head(data, offset)
+            if size > FRAME_LIMIT:
+                raise ProtocolViolation(FRAME_SIZE_ERROR, f"frame of {size} bytes exceeds {FRAME_LIMIT}")
+            if end - offset - 9 < size:
+                break
+            payload = data[offset + 9 : offset + 9 + size]
+            offset += 9 + size
+            if self.continuation is not None and kind != CONTINUATION:
+                raise ProtocolViolation(PROTOCOL_ERROR, "expected a CONTINUATION frame")
+            if kind == DATA:
+                self._on_data(stream_id, flags, payload)
+            elif kind == HEADERS:
+                self._on_headers(stream_id, flags, payload)
+            elif kind == CONTINUATION:
+                self._on_continuation(stream_id, flags, payload)
+            elif kind == SETTINGS:
+                self._on_settings(stream_id, flags, payload)
+            elif kind == PING:
+                if stream_id or size != 8:
+                    raise ProtocolViolation(PROTOCOL_ERROR, "malformed PING")
+                if not flags & ACK:
+                    self.transport.write(frame(PING, ACK, 0, payload))
+            elif kind == WINDOW_UPDATE:
+                self._on_window_update(stream_id, payload)
+            elif kind == RST_STREAM:
+                stream = self.streams.pop(stream_id, None)
+                if stream is not None:
+                    self.cancel(stream)
+                    self._maybe_idle()
+            elif kind == GOAWAY:
+                self.going_away = True
+                self._maybe_idle()
+            elif kind == PUSH_PROMISE:
+                raise ProtocolViolation(PROTOCOL_ERROR, "clients cannot push")
+            # PRIORITY and unknown frame types are ignored, as the RFC asks.
+        return offset
+
+    def _send_preface(self) -> None:
+        """The server's preface, once the client's has arrived (so an HTTP/1.1 client gets a readable 400)."""
+        settings = settings_payload(
+            (MAX_CONCURRENT_STREAMS, MAX_STREAMS),
+            (INITIAL_WINDOW_SIZE, STREAM_WINDOW),
+            (MAX_FRAME_SIZE, FRAME_LIMIT),
+            (MAX_HEADER_LIST_SIZE, HEADER_LIST_LIMIT),
+        )
+        self.transport.write(
+            frame(SETTINGS, 0, 0, settings) + window_update(0, CONNECTION_WINDOW - DEFAULT_WINDOW)
+        )
+
+    def _not_http2(self) -> None:
+        """Something other than HTTP/2 (often an HTTP/1.1 client on the wrong port): say so, then close."""
+        body = self.not_http2_body
+        self.transport.write(
+            b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n%s" % (len(body), body)
+        )
+        self.transport.close()
+
+    def _on_settings(self, stream_id: int, flags: int, payload: bytes) -> None:
+        if stream_id or len(payload) % 6:
+            raise ProtocolViolation(FRAME_SIZE_ERROR if len(payload) % 6 else PROTOCOL_ERROR, "bad SETTINGS")
+        if flags & ACK:
+            return
+        for key, value in struct.iter_unpack(">HI", payload):
+            if key == INITIAL_WINDOW_SIZE:
+                if value > MAX_WINDOW:
+                    raise ProtocolViolation(FLOW_CONTROL_ERROR, "INITIAL_WINDOW_SIZE above 2^31-1")
+                delta, self.peer_stream_window = value - self.peer_stream_window, value
+                for stream in self.streams.values():
+                    stream.send_window += delta
+                self._wake_senders()
+            elif key == MAX_FRAME_SIZE:
+                if not 16384 <= value <= 16777215:
+                    raise ProtocolViolation(PROTOCOL_ERROR, f"MAX_FRAME_SIZE {value} out of range")
+                self.peer_frame_size = value
+            # HEADER_TABLE_SIZE limits an encoder's dynamic table; Ferry's never inserts, so it fits any.
+        self.transport.write(frame(SETTINGS, ACK, 0))
+
+    def _on_window_update(self, stream_id: int, payload: bytes) -> None:
+        if len(payload) != 4:
+            raise ProtocolViolation(FRAME_SIZE_ERROR, "WINDOW_UPDATE must be 4 bytes")
+        increment = int.from_bytes(payload, "big") & 0x7FFFFFFF
+        if stream_id == 0:
+            if not increment:
+                raise ProtocolViolation(PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
+            self.peer_window += increment
+            if self.peer_window > MAX_WINDOW:
+                raise ProtocolViolation(FLOW_CONTROL_ERROR, "connection window above 2^31-1")
+        else:
+            stream = self.streams.get(stream_id)
+            if stream is None:
+                return  # a stream that has ended; updates may cross its end
+            stream.send_window += increment
+        self._wake_senders()
+
+    def _on_headers(self, stream_id: int, flags: int, payload: bytes) -> None:
+        if stream_id == 0:
+            raise ProtocolViolation(PROTOCOL_ERROR, "HEADERS on stream 0")
+        block = unpad(flags, payload)
+        if flags & PRIORITY_FLAG:
+            block = block[5:]
+        if flags & END_HEADERS:
+            self._on_header_block(stream_id, flags, block)
+        else:
+            self.continuation = (stream_id, flags, bytearray(block))
+
+    def _on_continuation(self, stream_id: int, flags: int, payload: bytes) -> None:
+        if self.continuation is None or self.continuation[0] != stream_id:
+            raise ProtocolViolation(PROTOCOL_ERROR, "CONTINUATION without HEADERS")
+        block = self.continuation[2]
+        block += payload
+        if len(block) > HEADER_LIST_LIMIT * 2:
+            raise ProtocolViolation(PROTOCOL_ERROR, "header block too large")
+        if flags & END_HEADERS:
+            first_flags = self.continuation[1]
+            self.continuation = None
+            self._on_header_block(stream_id, first_flags, bytes(block))
+
+    def _on_header_block(self, stream_id: int, flags: int, block: bytes) -> None:
+        headers, metadata = self.headers.decode(block)  # always: the decoder's table must follow every block
+        stream = self.streams.get(stream_id)
+        if stream is not None:  # trailers from the client: only the end of the stream matters
+            if flags & END_STREAM:
+                self._complete(stream)
+            return
+        if stream_id % 2 == 0:
+            raise ProtocolViolation(PROTOCOL_ERROR, f"stream {stream_id} is not a client stream")
+        if stream_id <= self.last_stream_id:
+            return  # a stream that has already ended (trailers after an early answer): nothing to do
+        self.last_stream_id = stream_id
+        if self.going_away or len(self.streams) >= MAX_STREAMS:
+            self.transport.write(rst_stream(stream_id, REFUSED_STREAM))
+            return
+        self.idle_since = self.loop.time()
+        stream = self.streams[stream_id] = Stream(stream_id, self.peer_stream_window)
+        stream.headers = headers
+        stream.metadata = metadata
+        self.stream_opened(stream)
+        if flags & END_STREAM:
+            self._complete(stream)
+
+    def _on_data(self, stream_id: int, flags: int, payload: bytes) -> None:
+        if stream_id == 0:
+            raise ProtocolViolation(PROTOCOL_ERROR, "DATA on stream 0")
+        self.idle_since = self.loop.time()
+        # Flow control counts the whole frame, padding included, whatever happens to the stream.
+        self.unacknowledged += len(payload)
+        if self.unacknowledged >= CONNECTION_WINDOW // 2:
+            self.transport.write(window_update(0, self.unacknowledged))
+            self.unacknowledged = 0
+        stream = self.streams.get(stream_id)
+        if stream is None or stream.done or stream.task is not None:
+            if stream_id > self.last_stream_id:
+                raise ProtocolViolation(PROTOCOL_ERROR, f"DATA on idle stream {stream_id}")
+            return  # a stream already answered (a refused body) or reset: drop the data
+        data = unpad(flags, payload)
+        stream.size += len(data)
+        if stream.size > self.max_body_bytes:
+            self.body_too_large(stream)
+            self.transport.write(rst_stream(stream_id, NO_ERROR))
+            return
+        stream.chunks.append(data)
+        if flags & END_STREAM:
+            self._complete(stream)
+            return
+        stream.unacknowledged += len(payload)
+        if stream.unacknowledged >= STREAM_WINDOW // 2:
+            self.transport.write(window_update(stream_id, stream.unacknowledged))
+            stream.unacknowledged = 0
+
+    def _complete(self, stream: Stream) -> None:
+        if not stream.done and stream.task is None:
+            self.request_complete(stream)
+
+    # -- answering ---------------------------------------------------------------------------------------------
+    async def respond(self, stream: Stream, head: bytes, body: bytes, trailers: bytes) -> None:
+        """HEADERS ``head``, ``body`` as DATA within the peer's windows, then HEADERS ``trailers`` ending the
+        stream. A body that fits every window (the common case) goes in one write with both blocks."""
+        if stream.done or self.transport.is_closing():
+            return
+        size = len(body)
+        sid = stream.id
+        if size <= stream.send_window and size <= self.peer_window and size <= self.peer_frame_size:
+            stream.send_window -= size
+            self.peer_window -= size
+            self.transport.write(
+                frame(HEADERS, END_HEADERS, sid, head)
+                + frame(DATA, 0, sid, body)
+                + frame(HEADERS, END_HEADERS | END_STREAM, sid, trailers)
+            )
+            stream.done = True
+            return
+        self.transport.write(frame(HEADERS, END_HEADERS, sid, head))
+        view = memoryview(body)
+        while view:
+            allowed = min(stream.send_window, self.peer_window, self.peer_frame_size, len(view))
+            if allowed <= 0:
+                waiter = self.loop.create_future()
+                self.window_waiters.append(waiter)
+                await waiter
+                if stream.done or self.transport.is_closing():
+                    return
+                continue
+            stream.send_window -= allowed
+            self.peer_window -= allowed
+            self.transport.write(frame(DATA, 0, sid, bytes(view[:allowed])))
+            view = view[allowed:]
+        self.transport.write(frame(HEADERS, END_HEADERS | END_STREAM, sid, trailers))
+        stream.done = True
+
+    def respond_headers_only(self, stream: Stream, block: bytes) -> None:
+        """One HEADERS frame that ends the stream (an error answer, or a response without a body)."""
+        if stream.done or self.transport.is_closing():
+            return
+        stream.done = True
+        self.transport.write(frame(HEADERS, END_HEADERS | END_STREAM, stream.id, block))
+
+    def reset(self, stream: Stream, code: int) -> None:
+        self.transport.write(rst_stream(stream.id, code))
+
+    def cancel(self, stream: Stream) -> None:
+        stream.end()
+        if stream.task is not None and not stream.task.done():
+            stream.task.cancel()
+
+    def finish(self, stream: Stream) -> None:
+        """The stream is over for this side: forget it."""
+        stream.end()
+        if self.streams.get(stream.id) is stream:
+            del self.streams[stream.id]
+        self._maybe_idle()
+
+    def _wake_senders(self) -> None:
+        waiters, self.window_waiters = self.window_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- connection lifetime -----------------------------------------------------------------------------------
+    def close_when_idle(self) -> None:
+        """Shutdown: GOAWAY (no new streams), answer the streams already open, then close."""
+        self.go_away(NO_ERROR, close_now=False)
+
+    def go_away(self, code: int, *, close_now: bool = True, debug: bytes = b"") -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.going_away = True
+        payload = self.last_stream_id.to_bytes(4, "big") + code.to_bytes(4, "big") + debug
+        self.transport.write(frame(GOAWAY, 0, 0, payload))
+        if close_now:
+            for stream in list(self.streams.values()):
+                self.cancel(stream)
+            self.streams.clear()
+            self.transport.close()
+        else:
+            self._maybe_idle()
+
+    def _maybe_idle(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self.idle_since is None:
+            self.idle_since = self.loop.time()  # the sweep checks again that no call is running
+        if self.going_away and not self.streams:
+            self.transport.close()
+
+    def idle_timeout(self) -> None:
+        self.idle_since = None
+        if not any(stream.task is not None for stream in self.streams.values()):
+            self.go_away(NO_ERROR)  # idle, or only requests that stopped arriving

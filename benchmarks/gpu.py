@@ -38,14 +38,18 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run
+import common
+import models as bench_models
+import report
+from load import measure as loadtest
 from load import payloads
+from peers import start_server
 
 BATCHES = (1, 8, 16, 32, 64)
 TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2}
 TARGET_BATCHING = 3.0
 TARGET_IN_PROCESS = 0.8
-INPUT_NAME = "input-0"  # the input of every model here (run._export, ferry_tools.demo.models)
+INPUT_NAME = "input-0"  # the input of every model here (bench_models.export, ferry_tools.demo.models)
 
 
 @dataclass(frozen=True)
@@ -117,7 +121,7 @@ def build(config: Config, side: int) -> Path:
 
     shape = input_shape(config.model, side)
     onnx_dtype = config.dtype if config.backend == "onnx" else "fp32"
-    models = Path(os.environ.get("FERRY_BENCH_MODELS", run.WORK / "models" / "gpu"))
+    models = Path(os.environ.get("FERRY_BENCH_MODELS", common.WORK / "models" / "gpu"))
     directory = models / f"{config.model}-{shape[-1]}" / f"{config.backend}-{onnx_dtype}"
     target = directory / ("model.onnx" if config.backend == "onnx" else "model.pt")
     if target.exists():
@@ -131,7 +135,7 @@ def build(config: Config, side: int) -> Path:
         return directory
     if config.dtype == "fp16":
         module, example = half_in_float_out(module), example.half()
-    return run._export(module, example, target)
+    return bench_models.export(module, example, target)
 
 
 def half_in_float_out(module):
@@ -193,8 +197,10 @@ def in_process_runner(config: Config, directory: Path, device: str):
 
 
 def in_process(call, config: Config, side: int, seconds: float) -> dict[str, float]:
-    """Rows/s per batch size on the server's CPUs, as run.raw_ort measures the CPU cases' ceiling."""
-    return run.rows_per_second(call, lambda rows: example(config, side, rows), BATCHES, seconds, warmup=5)
+    """Rows/s per batch size on the server's CPUs, as bench_models.raw_ort measures the CPU cases' ceiling."""
+    return bench_models.rows_per_second(
+        call, lambda rows: example(config, side, rows), BATCHES, seconds, warmup=5
+    )
 
 
 # -------------------------------------------------------------------------------------------------- the server
@@ -210,20 +216,22 @@ def server_flags(config: Config, device: str, batching: bool) -> list[str]:
 
 def measure_server(config, directory, device, batching, x, expected, args, log_dir) -> dict:
     peer = "ferry-batch" if batching else "ferry-nobatch"
-    server = run.start_server(
+    server = start_server(
         peer, config.model, directory, log_dir, tuple(server_flags(config, device, batching))
     )
     try:
         payload = payloads.build("v2binary", config.model, INPUT_NAME, x)
-        problem = run.check(server, payload, expected, TOLERANCE[config.dtype])
+        problem = loadtest.check(server, payload, expected, TOLERANCE[config.dtype])
         if problem:
             return {"error": f"wrong answer: {problem}"}
         body_file = log_dir / f"{config.name}.body"
         body_file.write_bytes(payload.body)
-        run.load_once(server, payload, body_file, 16, 1)  # warm-up: connections, allocator, batch timings
+        loadtest.load_once(
+            server, payload, body_file, 16, 1
+        )  # warm-up: connections, allocator, batch timings
         points = {}
         for connections in args.concurrency:
-            points[str(connections)] = run.measure_point(
+            points[str(connections)] = loadtest.measure_point(
                 server, payload, body_file, config.model, connections, args.runs, args.seconds
             )
         return {"points": points}
@@ -258,7 +266,7 @@ def targets(record: dict, connections: int) -> dict:
     """The two GPU targets at ``connections``; None where a side was not measured."""
     on = record.get("batching_on", {}).get("points", {}).get(str(connections), {})
     off = record.get("batching_off", {}).get("points", {}).get(str(connections), {})
-    ceiling = run.interpolate(record.get("in_process_rows_per_s", {}), on.get("rows_per_batch"))
+    ceiling = report.interpolate(record.get("in_process_rows_per_s", {}), on.get("rows_per_batch"))
     batching = on["rps"] / off["rps"] if on.get("rps") and off.get("rps") else None
     of_in_process = on["rps"] / ceiling if on.get("rps") and ceiling else None
     return {
@@ -322,9 +330,9 @@ def main() -> None:
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     dtypes = args.dtypes or ("fp32" if args.device == "cpu" else "fp32,fp16")
     cpus = os.sched_getaffinity(0)
-    run.SERVER_CPU, run.CLIENT_CPU = args.server_cpus, args.client_cpus
+    common.SERVER_CPU, common.CLIENT_CPU = args.server_cpus, args.client_cpus
     if max(cpus) < 8 and args.client_cpus == "8-15":  # a small machine: the suite's split, server 0, wrk 1
-        run.SERVER_CPU, run.CLIENT_CPU = "0", "1"
+        common.SERVER_CPU, common.CLIENT_CPU = "0", "1"
     configs = [
         Config(model, backend, dtype)
         for model in args.models.split(",")
@@ -337,8 +345,8 @@ def main() -> None:
         "device_arg": args.device,
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
         "command": " ".join(["python", "benchmarks/gpu.py", *sys.argv[1:]]),
-        "server_cpus": run.SERVER_CPU,
-        "client_cpus": run.CLIENT_CPU,
+        "server_cpus": common.SERVER_CPU,
+        "client_cpus": common.CLIENT_CPU,
         "runs": args.runs,
         "seconds": args.seconds,
         "side": args.side,
@@ -348,7 +356,7 @@ def main() -> None:
         for config in configs:
             report["configs"][config.name] = measure(config, args, Path(tmp))
     report["elapsed_s"] = round(time.time() - started, 1)
-    output = args.json or (str(run.RESULTS / "gpu.json") if args.device != "cpu" else "")
+    output = args.json or (str(common.RESULTS / "gpu.json") if args.device != "cpu" else "")
     if output:
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         Path(output).write_text(json.dumps(report, indent=2))

@@ -61,7 +61,7 @@ async def cpu_per_request(step, seconds: float, registry) -> float:
 
 async def measure(model: str, kind: str, seconds: float) -> dict:
     """µs of CPU per request besides the model, for each layer of the handling (cumulative)."""
-    import run  # benchmarks/run.py: the models and payloads of the load test
+    import models  # the load test's models
     from ferry.metrics import REGISTRY
     from ferry.model import Predictor
     from ferry.protocol import v2
@@ -70,9 +70,9 @@ async def measure(model: str, kind: str, seconds: float) -> dict:
     from ferry.settings import ModelSettings
     from load import payloads
 
-    directory = run.model_dir(model)
-    session = run.ort_session(directory)
-    payload = payloads.build(kind, model, session.get_inputs()[0].name, run.example_input(session))
+    directory = models.model_dir(model)
+    session = models.ort_session(directory)
+    payload = payloads.build(kind, model, session.get_inputs()[0].name, models.example_input(session))
     body, json_length = payload.body, int(payload.json_length) if payload.json_length else None
     predictor = Predictor(model, directory, ModelSettings(intra_op_threads=1))
     await predictor.load()

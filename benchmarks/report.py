@@ -399,6 +399,7 @@ def write_report(command: str) -> None:
     out += gpu_section()
     out += request_cost_section()
     out += engine_section()
+    out += multi_model_section()
     (BENCH / "RESULTS.md").write_text("\n".join(out))
     plot(records)
 
@@ -465,6 +466,51 @@ def engine_section() -> list[str]:
         *(f"| {k} | {v:.1f} |" for k, v in engine.items() if isinstance(v, float)),
         "",
     ]
+
+
+def multi_model_section() -> list[str]:
+    """Many models on one server (``benchmarks/multi_model.py``, results/multi-model.json), when recorded."""
+    path = RESULTS / "multi-model.json"
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text())
+    servers = data["servers"]
+    mib = 2**20
+    out = [
+        f"## Many models on one server: {data['models']} copies of the MLP 85k, Ferry vs MLServer",
+        "",
+        f"`benchmarks/multi_model.py`, {data['when']}. Each server pinned to CPU 0 starts with one model and loads "
+        "the rest through `POST /v2/repository/models/{m}/load`. Marginal RSS: least-squares slope over models "
+        "2..N. Reloads: wrk, 16 connections on `m00`, one reload every 0.5 s.",
+        "",
+        "| server | RSS, 1 model | RSS, all loaded | marginal RSS per model | N one-model servers | load time median / max |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, entry in servers.items():
+        rss = entry["rss_bytes_by_models"]
+        out.append(
+            f"| {name} | {rss['1'] / mib:.1f} MiB | {rss[str(data['models'])] / mib:.1f} MiB | "
+            f"{entry['marginal_rss_bytes'] / mib:.2f} MiB | "
+            f"{data['models'] * entry['one_model_server_rss_bytes'] / mib:.0f} MiB | "
+            f"{entry['load_seconds']['median'] * 1000:.0f} / {entry['load_seconds']['max'] * 1000:.0f} ms |"
+        )
+    ratio = data["marginal_rss_ratio"]
+    out += [
+        "",
+        f"Ferry's marginal memory per model is {ratio:.3f} of MLServer's (target <= 0.10: "
+        f"**{'met' if ratio <= 0.10 else 'missed'}**).",
+        "",
+        "| server | scenario | req/s | p50 | p99 | failed requests | reloads |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, entry in servers.items():
+        for scenario, point in entry["scenarios"].items():
+            failed = point["non_2xx"] + point["socket_errors"]
+            out.append(
+                f"| {name} | {scenario} | {point['rps']:.0f} | {point['p50'] * 1000:.2f} ms | "
+                f"{point['p99'] * 1000:.2f} ms | {failed} | {point['reloads']} |"
+            )
+    return [*out, ""]
 
 
 def plot(records: dict) -> None:

@@ -57,9 +57,13 @@ def launch() -> None:
     parser.add_argument("--adaptive", action="store_true")
     parser.add_argument("--implementation", default="mlserver_onnx.OnnxModel")
     parser.add_argument("--ferry_batching", default="true", help="FerryRuntime only: Ferry's own batcher")
+    parser.add_argument(
+        "--repository", default="", help="the repository folder to write (default: a new one)"
+    )
     args = parser.parse_args()
 
-    root = Path(tempfile.mkdtemp(prefix="mlserver-repo-"))
+    root = Path(args.repository) if args.repository else Path(tempfile.mkdtemp(prefix="mlserver-repo-"))
+    root.mkdir(parents=True, exist_ok=True)
     settings = {
         "host": "127.0.0.1",
         "http_port": args.http_port,

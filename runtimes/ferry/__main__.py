@@ -19,11 +19,24 @@ from ferry.settings import ModelSettings, PredictorSettings, parse_settings
 
 
 def build_repository(settings: PredictorSettings) -> Repository:
-    """One Predictor per model: ``model_dir`` itself, or each model directory in a model repository."""
+    """One Predictor per model: ``model_dir`` itself, or each model directory in it; or a live model repository."""
     cache = Path(settings.cache_dir)
     model_settings = ModelSettings.model_validate(
         {name: getattr(settings, name) for name in ModelSettings.model_fields}
     )
+    if settings.model_repository:
+        from ferry.model_repository import ModelRepository
+
+        return ModelRepository(
+            Path(settings.model_repository),
+            model_settings,
+            control_mode=settings.model_control_mode,
+            startup_models=tuple(name for name in settings.load_model.split(",") if name),
+            poll_interval_s=settings.repository_poll_s,
+            memory_budget_bytes=settings.max_model_memory_bytes,
+            cache_dir=cache,
+            drain_timeout_s=settings.drain_timeout_s,
+        ).serving
     if storage.is_remote(settings.model_dir):
         sources = {settings.model_name: settings.model_dir}
     else:

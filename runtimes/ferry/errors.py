@@ -16,6 +16,7 @@ class ErrorCode(enum.Enum):
     UNAVAILABLE = "UNAVAILABLE"
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
     BAD_GATEWAY = "BAD_GATEWAY"
     INTERNAL = "INTERNAL"
 
@@ -30,6 +31,8 @@ STATUS: dict[ErrorCode, Status] = {
     ErrorCode.INVALID_ARGUMENT: Status(400, "INVALID_ARGUMENT"),
     ErrorCode.NOT_FOUND: Status(404, "NOT_FOUND"),
     ErrorCode.RESOURCE_EXHAUSTED: Status(413, "RESOURCE_EXHAUSTED"),
+    # The server's state refuses the request as asked (a load over the memory budget, model control off).
+    ErrorCode.FAILED_PRECONDITION: Status(409, "FAILED_PRECONDITION"),
     ErrorCode.UNAVAILABLE: Status(503, "UNAVAILABLE"),
     ErrorCode.DEADLINE_EXCEEDED: Status(504, "DEADLINE_EXCEEDED"),
     # gRPC has no "bad gateway": an upstream that failed is, to the caller, a service unavailable for now.

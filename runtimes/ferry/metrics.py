@@ -5,6 +5,7 @@ Children are bound once per model so the hot path pays one observation, not a la
 from __future__ import annotations
 
 import bisect
+import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
@@ -119,6 +120,9 @@ HTTP_METRICS = HttpMetrics(REGISTRY, protocols=("v1", "v2", "seldon"))
 
 
 class PrometheusBatchMetrics(BatchMetrics):
+    """A model's batcher metrics in Prometheus, plus plain totals for Triton's statistics extension
+    (``statistics()``): counted per batch, on the event loop's thread, without locks."""
+
     def __init__(self, model: str, queued_rows):
         self._batch_rows = BATCH_ROWS.labels(model)
         self._padding = PADDED_ROWS.labels(model)
@@ -129,16 +133,42 @@ class PrometheusBatchMetrics(BatchMetrics):
             for outcome in ("ok", "error", "overloaded", "deadline", "cancelled")
         }
         QUEUE_ROWS.labels(model).set_function(queued_rows)  # read at scrape time: free on the hot path
+        self.rows = self.batches = self.compute_ns = self.queue_ns = self.succeeded = self.failed = 0
+        self.last_batch_ms = 0
 
     def batch(self, rows: int, padded_rows: int, compute_seconds: float) -> None:
         self._batch_rows.observe(rows)
         self._compute.observe(compute_seconds)
         if padded_rows > rows:
             self._padding.inc(padded_rows - rows)
+        self.rows += rows
+        self.batches += 1
+        self.compute_ns += int(compute_seconds * 1e9)
+        self.last_batch_ms = int(time.time() * 1000)
 
     def queue_wait(self, seconds: float) -> None:
         self._queue_wait.observe(seconds)
+        self.queue_ns += int(seconds * 1e9)
 
     def outcome(self, outcome: str, count: int = 1) -> None:
         if count:
             self._outcomes[outcome].inc(count)
+            if outcome == "ok":
+                self.succeeded += count
+            else:
+                self.failed += count
+
+    def statistics(self) -> dict:
+        """Triton's statistics of the model: requests answered and failed, rows inferred, batches run, and per
+        batch its compute time and the longest queue wait of its requests (Ferry times batches, not requests)."""
+        return {
+            "last_inference": self.last_batch_ms,
+            "inference_count": self.rows,
+            "execution_count": self.batches,
+            "inference_stats": {
+                "success": {"count": self.succeeded, "ns": 0},
+                "fail": {"count": self.failed, "ns": 0},
+                "queue": {"count": self.batches, "ns": self.queue_ns},
+                "compute_infer": {"count": self.batches, "ns": self.compute_ns},
+            },
+        }

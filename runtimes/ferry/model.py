@@ -110,9 +110,16 @@ def _inline_below_s(settings: ModelSettings) -> float:
 class Predictor(Handler):
     """A model served with dynamic batching. ``load()`` then ``infer()``; ``close()`` drains and stops."""
 
-    def __init__(self, name: str, source: str | Path, settings: ModelSettings, cache_dir: Path | None = None):
+    def __init__(
+        self,
+        name: str,
+        source: str | Path,
+        settings: ModelSettings,
+        cache_dir: Path | None = None,
+        version: str = "1",
+    ):
         self.name = name
-        self.version = "1"
+        self.version = version
         self.source = str(source)
         self.settings = settings
         # Hosts that build a Predictor themselves (MLServer, kserve.ModelServer) honour the images' FERRY_CACHE_DIR too.
@@ -227,6 +234,10 @@ class Predictor(Handler):
             "platform": self.platform,
             **(self.signature.as_dict() if self.signature else {"inputs": [], "outputs": []}),
         }
+
+    def statistics(self) -> dict:
+        metrics = self._batcher.metrics if self._batcher is not None else None
+        return metrics.statistics() if isinstance(metrics, PrometheusBatchMetrics) else {}
 
     def triton_config(self) -> dict:
         """Triton's model configuration (JSON form), so perf_analyzer and model_analyzer can drive Ferry."""

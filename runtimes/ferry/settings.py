@@ -113,6 +113,27 @@ class PredictorSettings(ServerSettings, ModelSettings):
         "A directory of model directories serves each as its own model.",
     )
     cache_dir: str = Field("/tmp/ferry-models", description="Where remote models are downloaded.")
+    model_repository: str = Field(
+        "",
+        description="Serve a model repository (Triton's layout: a folder per model, numbered version folders) "
+        "with live load, reload and unload, instead of --model_dir.",
+    )
+    model_control_mode: Literal["none", "explicit", "poll"] = Field(
+        "none",
+        description="With --model_repository: none (all loaded at start), explicit (load/unload on request), "
+        "poll (the folder read again every --repository_poll_s).",
+    )
+    load_model: str = Field(
+        "", description="explicit mode: models to load at start, comma-separated ('*': all of them)."
+    )
+    repository_poll_s: float = Field(
+        15.0, gt=0, description="poll mode: seconds between reads of the folder."
+    )
+    max_model_memory_bytes: int = Field(
+        0,
+        ge=0,
+        description="Memory the models may take; a load beyond it is refused (0: nine tenths of the container's memory limit).",
+    )
     explainer_url: str = Field(
         "",
         pattern=r"^(https?://\S+)?$",

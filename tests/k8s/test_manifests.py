@@ -357,6 +357,44 @@ def runtime_reference_errors(docs: tuple[dict[str, Any], ...]) -> list[str]:
     return errors
 
 
+def multi_model_errors(docs: tuple[dict[str, Any], ...]) -> list[str]:
+    """KServe multi-model serving as its webhooks and agent see it: an InferenceService on a ``multiModel``
+    runtime names no storageUri (the agent places TrainedModels instead), and each TrainedModel names an
+    InferenceService of its namespace on such a runtime, with a framework that runtime serves, a name the
+    webhook accepts and a storageUri scheme the agent downloads."""
+    runtimes = {d["metadata"]["name"]: d["spec"] for d in docs if d.get("kind") == "ClusterServingRuntime"}
+    services = {
+        (d["metadata"].get("namespace"), d["metadata"]["name"]): d
+        for d in docs
+        if d.get("kind") == "InferenceService"
+    }
+    errors = []
+    for (_, name), isvc in services.items():
+        model = isvc["spec"]["predictor"].get("model") or {}
+        if runtimes.get(model.get("runtime"), {}).get("multiModel") and "storageUri" in model:
+            errors.append(f"InferenceService {name}: a multi-model runtime's predictor names no storageUri")
+    for tm in (d for d in docs if d.get("kind") == "TrainedModel"):
+        where, spec = doc_id(tm), tm["spec"]
+        if not re.fullmatch(r"[a-zA-Z0-9_-]+", tm["metadata"]["name"]):
+            errors.append(f"{where}: name must match [a-zA-Z0-9_-]+ (KServe's TrainedModel webhook)")
+        if not spec["model"]["storageUri"].startswith(("s3://", "gs://", "http://", "https://")):
+            errors.append(f"{where}: storageUri scheme is not one KServe's agent downloads")
+        isvc = services.get((tm["metadata"].get("namespace"), spec["inferenceService"]))
+        if isvc is None:
+            errors.append(f"{where}: InferenceService {spec['inferenceService']!r} is not in its namespace")
+            continue
+        runtime = runtimes.get((isvc["spec"]["predictor"].get("model") or {}).get("runtime"), {})
+        if not runtime.get("multiModel"):
+            errors.append(
+                f"{where}: InferenceService {spec['inferenceService']} is not on a multi-model runtime"
+            )
+        elif spec["model"]["framework"] not in {
+            f["name"] for f in runtime.get("supportedModelFormats") or []
+        }:
+            errors.append(f"{where}: framework {spec['model']['framework']} is not served by its runtime")
+    return errors
+
+
 # ----------------------------------------------------------------------------------------------- tests
 @pytest.mark.parametrize("path", source_files(), ids=lambda p: str(p.relative_to(K8S)))
 def test_source_file_validates(path: Path) -> None:
@@ -371,7 +409,7 @@ def test_rendering_validates(kustomization: str) -> None:
     docs = render(kustomization)
     assert len(docs) >= 4
     problems = [f"{doc_id(d)}: {e}" for d in docs for e in schema_errors(d) + admission_errors(d)]
-    problems += runtime_priority_errors(docs) + runtime_reference_errors(docs)
+    problems += runtime_priority_errors(docs) + runtime_reference_errors(docs) + multi_model_errors(docs)
     ids = [doc_id(d) for d in docs]
     problems += [f"duplicate object {i}" for i in sorted({i for i in ids if ids.count(i) > 1})]
     problems += [

@@ -13,10 +13,12 @@ Nothing here is a mock: every process is the real image's, every byte goes over 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import ipaddress
 import json
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 import time
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from controllers import MODEL_MOUNT, Container, Download, Pod
+from controllers import MODEL_MOUNT, Container, Download, Pod, TrainedModel
 from support.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -223,6 +225,40 @@ class Cluster:
             )
         for path in target.rglob("*"):  # the initializer's files, readable by the serving user
             path.chmod(0o755 if path.is_dir() else 0o644)
+
+    # --- KServe's agent, for a multi-model predictor ---------------------------------------------------------------
+
+    def agent_place(self, running: RunningPod, model: TrainedModel, log: Path) -> httpx.Response:
+        """The agent's puller for one TrainedModel: the download into /mnt/models/<name>/ beside a SUCCESS marker,
+        then the load call to the server on localhost:8080, made from inside the pod as the agent makes it."""
+        staging = Download(model.uri, model.env, volume=f"agent-{model.name}")
+        self.download(running.pod, staging, log)
+        target = self.volume_dir(running.pod, model.volume) / model.name
+        shutil.copytree(self.volume_dir(running.pod, staging.volume), target)
+        spec = json.dumps(model.spec)
+        (target / f"SUCCESS.{hashlib.sha256(spec.encode()).hexdigest()}").write_text(spec)
+        for path in [target, *target.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        return self.agent_call(running, f"/v2/repository/models/{model.name}/load")
+
+    def agent_remove(self, running: RunningPod, model: TrainedModel) -> httpx.Response:
+        """The agent on a removed TrainedModel: its folder deleted first, then the unload call."""
+        shutil.rmtree(self.volume_dir(running.pod, model.volume) / model.name)
+        return self.agent_call(running, f"/v2/repository/models/{model.name}/unload")
+
+    def agent_call(self, running: RunningPod, path: str) -> httpx.Response:
+        """POST ``{}`` to http://localhost:8080``path`` in the pod's network namespace (puller.go's http.Post)."""
+        (container_id, *_) = running.container_ids.values()
+        script = (
+            "import sys, urllib.request as u, urllib.error as e\n"
+            "request = u.Request('http://localhost:8080' + sys.argv[1], b'{}', {'content-type': 'application/json'})\n"
+            "try:\n    answer = u.urlopen(request, timeout=120)\n"
+            "except e.HTTPError as error:\n    answer = error\n"
+            "print(answer.status); print(answer.read().decode())\n"
+        )
+        output = podman("exec", container_id, "python", "-c", script, path, timeout=180)
+        status, _, body = output.partition("\n")
+        return httpx.Response(int(status), content=body.encode())
 
     def host_flags(self) -> list[str]:
         return [flag for name, ip in sorted(self.hosts.items()) for flag in ("--add-host", f"{name}:{ip}")]

@@ -75,6 +75,20 @@ def provision(volumes: dict[str, dict], container: Container, uri: str, env: dic
 
 
 @dataclass
+class TrainedModel:
+    """What KServe's agent does for a TrainedModel on a multi-model runtime (pkg/agent: puller, downloader):
+    download ``uri`` to /mnt/models/<name>/ with a ``SUCCESS.<sha256 of the spec>`` marker beside the files, then
+    POST http://localhost:8080/v2/repository/models/<name>/load with ``{}``; on removal, delete the folder first,
+    then POST .../unload."""
+
+    name: str
+    uri: str
+    spec: dict
+    env: dict[str, str]
+    volume: str = "model-dir"
+
+
+@dataclass
 class Container:
     name: str
     image: str
@@ -107,6 +121,7 @@ class Pod:
     ]  # name -> {"emptyDir": {}} | {"configMap": {"name": ..}} | {"download": Download}
     service: Service
     downloads: list[Download] = field(default_factory=list)
+    trained_models: list[TrainedModel] = field(default_factory=list)  # placed by KServe's agent once it runs
 
 
 def service_names(name: str, namespace: str) -> list[str]:
@@ -228,20 +243,52 @@ def kserve_pods(docs: list[dict], secrets: dict[str, dict]) -> list[Pod]:
                 continue
             pod = kserve_component(isvc, component, spec, runtimes, accounts, secrets)
             if pod and any(c.image.startswith(FERRY_IMAGES) for c in pod.containers):
+                if component == "predictor" and select_runtime(spec.get("model") or {}, runtimes, multi=True):
+                    place_trained_models(pod, isvc, docs, accounts, secrets)
                 pods.append(pod)
     return pods
 
 
-def select_runtime(model: dict, runtimes: dict[str, dict]) -> dict | None:
-    """The runtime KServe picks among the rendered ones; None when it would be one installed with KServe."""
+def place_trained_models(pod: Pod, isvc: dict, docs: list[dict], accounts: dict, secrets: dict) -> None:
+    """A multi-model predictor: the agent's model-dir emptyDir at /mnt/models (agent_injector.go), and the
+    InferenceService's TrainedModels for the agent to place, with the credentials of the predictor's account."""
+    name, namespace = isvc["metadata"]["name"], isvc["metadata"]["namespace"]
+    pod.volumes["model-dir"] = {"name": "model-dir", "emptyDir": {}}
+    (container,) = [c for c in pod.containers if c.name == "kserve-container"]
+    container.mounts.append({"volume": "model-dir", "path": MODEL_MOUNT, "read_only": False})
+    account = accounts.get((namespace, isvc["spec"]["predictor"].get("serviceAccountName", "default")))
+    env: dict[str, str] = {}
+    for ref in (account or {}).get("secrets") or []:
+        env.update(kserve_s3_env(secrets[ref["name"]]))
+    for tm in docs:
+        ours = tm["kind"] == "TrainedModel" and tm["metadata"].get("namespace") == namespace
+        if ours and tm["spec"]["inferenceService"] == name:
+            model = tm["spec"]["model"]
+            pod.trained_models.append(TrainedModel(tm["metadata"]["name"], model["storageUri"], model, env))
+
+
+def select_runtime(model: dict, runtimes: dict[str, dict], multi: bool = False) -> dict | None:
+    """The runtime KServe picks among the rendered ones; None when it would be one installed with KServe. A
+    predictor without a storageUri is a multi-model one (IsMMSPredictor), and only a ``multiModel`` runtime
+    serves it; ``multi``: only that runtime, None for a single-model predictor."""
+    is_mms = bool(model) and "storageUri" not in model
+    if multi and not is_mms:
+        return None
     if model.get("runtime"):
-        return runtimes.get(model["runtime"])
+        runtime = runtimes.get(model["runtime"])
+        return runtime if runtime and bool(runtime["spec"].get("multiModel")) == is_mms else None
     # Auto-selection: the first runtime whose supportedModelFormats has autoSelect for this format.
     wanted = model["modelFormat"]
     for runtime in runtimes.values():
         for supported in runtime["spec"].get("supportedModelFormats") or []:
             same_version = "version" not in wanted or supported.get("version") == wanted["version"]
-            if supported.get("autoSelect") and supported["name"] == wanted["name"] and same_version:
+            same_kind = bool(runtime["spec"].get("multiModel")) == is_mms
+            if (
+                supported.get("autoSelect")
+                and supported["name"] == wanted["name"]
+                and same_version
+                and same_kind
+            ):
                 return runtime
     return None
 
@@ -425,24 +472,42 @@ def rclone_to_s3_env(env: dict[str, str]) -> dict[str, str]:
 
 
 def seldon_v2_server_pods(docs: list[dict], secrets: dict[str, dict]) -> list[Pod]:
-    """Each Server on the ``mlserver`` ServerConfig: the stock ``mlserver`` container with the Server's merged over
-    it by name (the image's own ENTRYPOINT and ENV apply underneath: neither sets a command)."""
+    """Each Server that runs a Ferry image. On Seldon's stock ``mlserver`` ServerConfig: its ``mlserver``
+    container with the Server's merged over it by name (the image's own ENTRYPOINT and ENV apply underneath:
+    neither sets a command). On a ServerConfig the overlay ships (``ferry``): that ServerConfig's server container,
+    the Server's containers merged over its podSpec's by name, the pod's securityContext under the container's,
+    the volume claim templates as emptyDirs. Seldon's agent and rclone containers are played by the tests."""
+    configs = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ServerConfig"}
     pods = []
     for server in (d for d in docs if d["kind"] == "Server"):
-        if server["spec"].get("serverConfig") != "mlserver":
+        config_name = server["spec"].get("serverConfig")
+        overrides = {c["name"]: c for c in (server["spec"].get("podSpec") or {}).get("containers") or []}
+        if config_name == "mlserver":
+            stock = {
+                "name": "mlserver",
+                "env": [{"name": k, "value": v} for k, v in SERVERCONFIG_MLSERVER_ENV],
+                "ports": [{"name": "http", "containerPort": 9000}, {"name": "grpc", "containerPort": 9500}],
+                "readinessProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"}},
+                "volumeMounts": [{"name": "mlserver-models", "mountPath": SELDON_V2_AGENT_MODELS}],
+            }
+            merged = strategic_merge(stock, overrides["mlserver"])
+            volumes = {v["name"]: v for v in server["spec"]["podSpec"].get("volumes") or []}
+            volumes["mlserver-models"] = {"name": "mlserver-models", "emptyDir": {}}
+        elif config_name in configs:
+            pod_spec = configs[config_name]["spec"]["podSpec"]
+            (base,) = [c for c in pod_spec["containers"] if c["image"].startswith(FERRY_IMAGES)]
+            merged = strategic_merge(base, overrides.get(base["name"], {}))
+            pod_security = pod_spec.get("securityContext") or {}
+            merged["securityContext"] = {
+                **{k: v for k, v in pod_security.items() if k in ("runAsUser", "runAsGroup", "runAsNonRoot")},
+                **(merged.get("securityContext") or {}),
+            }
+            volumes = {v["name"]: v for v in pod_spec.get("volumes") or []}
+            for claim in configs[config_name]["spec"].get("volumeClaimTemplates") or []:
+                volumes[claim["name"]] = {"name": claim["name"], "emptyDir": {}}
+        else:
             continue
-        (override,) = [c for c in server["spec"]["podSpec"]["containers"] if c["name"] == "mlserver"]
-        stock = {
-            "name": "mlserver",
-            "env": [{"name": k, "value": v} for k, v in SERVERCONFIG_MLSERVER_ENV],
-            "ports": [{"name": "http", "containerPort": 9000}, {"name": "grpc", "containerPort": 9500}],
-            "readinessProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"}},
-            "volumeMounts": [{"name": "mlserver-models", "mountPath": SELDON_V2_AGENT_MODELS}],
-        }
-        merged = strategic_merge(stock, override)
         container = container_of(merged, secrets)
-        volumes = {v["name"]: v for v in server["spec"]["podSpec"].get("volumes") or []}
-        volumes["mlserver-models"] = {"name": "mlserver-models", "emptyDir": {}}
         name = f"{server['metadata']['name']}-0"
         namespace = server["metadata"]["namespace"]
         pods.append(

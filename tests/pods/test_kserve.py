@@ -92,6 +92,7 @@ def test_every_ferry_inference_service_runs(deployed):
         "InferenceService/churn-ab-v2",
         "InferenceService/autoscaled-model",
         "InferenceService/churn-raw",
+        "InferenceService/churn-models",
     }
     assert names == expected
     for pod in running.values():
@@ -99,8 +100,11 @@ def test_every_ferry_inference_service_runs(deployed):
 
 
 def predictor_pods(running):
+    """The single-model predictors (a multi-model one serves its TrainedModels, below)."""
     return [
-        r for r in running.values() if r.pod.name.endswith("-predictor") and "explainer" not in r.pod.name
+        r
+        for r in running.values()
+        if r.pod.name.endswith("-predictor") and "explainer" not in r.pod.name and not r.pod.trained_models
     ]
 
 
@@ -156,3 +160,30 @@ def test_the_explainers_explain_the_predictors_answer(deployed, reference, servi
     expected = reference.class_names[int(np.argmax(reference.probabilities([EXAMPLE_ROW])))]
     assert summary["prediction"] == expected
     assert response.json()["predictor_requests"] > 0
+
+
+def test_trained_models_load_and_unload_through_the_agents_calls(deployed, reference):
+    """The multi-model InferenceService: each TrainedModel placed as KServe's agent places it (download, SUCCESS
+    marker, POST load on localhost:8080), then served at /v2/models/<trainedmodel>/infer of the InferenceService;
+    a removed TrainedModel (folder deleted, then POST unload) is gone while the other keeps answering."""
+    cluster, running = deployed
+    (pod,) = [r for r in running.values() if r.pod.trained_models]
+    base = cluster.url(pod.pod.service.names[0], 80)
+    rows = [EXAMPLE_ROW, [2, 99.0, 198.0, 0]]
+    body = {"inputs": [{"name": "input-0", "shape": [2, 4], "datatype": "FP32", "data": rows}]}
+    models = pod.pod.trained_models
+    assert {m.name for m in models} == {"churn-classifier-a", "churn-classifier-b"}
+    for model in models:
+        loaded = cluster.agent_place(pod, model, pod.log_dir / f"agent-{model.name}.log")
+        assert loaded.status_code == 200, f"{loaded.text}\n{pod.logs()}"
+        again = cluster.agent_call(pod, f"/v2/repository/models/{model.name}/load")  # the agent may repeat it
+        assert again.status_code == 200, again.text
+    for model in models:
+        answer = httpx.post(f"{base}/v2/models/{model.name}/infer", json=body, timeout=30)
+        assert answer.status_code == 200, f"{model.name}: {answer.text}"
+        got = np.reshape(answer.json()["outputs"][0]["data"], (2, -1))
+        np.testing.assert_allclose(got, reference.probabilities(rows), atol=1e-4, err_msg=model.name)
+    removed, kept = models
+    assert cluster.agent_remove(pod, removed).status_code == 200
+    assert httpx.post(f"{base}/v2/models/{removed.name}/infer", json=body, timeout=30).status_code == 404
+    assert httpx.post(f"{base}/v2/models/{kept.name}/infer", json=body, timeout=30).status_code == 200

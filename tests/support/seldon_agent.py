@@ -50,3 +50,17 @@ def place_model(models_dir: Path, source: Path, name: str) -> str:
     kept.update(name=versioned, parameters={**parameters, "version": str(PINNED_VERSION)})
     (target / "model-settings.json").write_text(json.dumps(kept))
     return versioned
+
+
+def place_triton_model(models_dir: Path, source: Path, name: str) -> str:
+    """What the agent does before the load call when its server type is ``triton`` (repository/triton/triton.go):
+    the artifact (no version folders) copied to ``<name>_1/1/``, its top-level files other than config.pbtxt
+    copied to ``<name>_1/`` too, and a config.pbtxt there naming the model ``<name>_1``; returns that name."""
+    versioned = f"{name}_{PINNED_VERSION}"
+    target = models_dir / versioned
+    shutil.copytree(source, target / str(PINNED_VERSION))
+    for path in source.iterdir():
+        if path.is_file() and path.name != "config.pbtxt":
+            shutil.copy(path, target / path.name)
+    (target / "config.pbtxt").write_text(f'name: "{versioned}"\n')
+    return versioned

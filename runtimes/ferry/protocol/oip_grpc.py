@@ -22,17 +22,25 @@ METHODS = {
     "ServerMetadata": (pb.ServerMetadataRequest, pb.ServerMetadataResponse),
     "ModelMetadata": (pb.ModelMetadataRequest, pb.ModelMetadataResponse),
     "ModelInfer": (pb.ModelInferRequest, pb.ModelInferResponse),
+    # Triton's extensions: model repository, model configuration, statistics.
+    "RepositoryIndex": (pb.RepositoryIndexRequest, pb.RepositoryIndexResponse),
+    "RepositoryModelLoad": (pb.RepositoryModelLoadRequest, pb.RepositoryModelLoadResponse),
+    "RepositoryModelUnload": (pb.RepositoryModelUnloadRequest, pb.RepositoryModelUnloadResponse),
+    "ModelConfig": (pb.ModelConfigRequest, pb.ModelConfigResponse),
+    "ModelStatistics": (pb.ModelStatisticsRequest, pb.ModelStatisticsResponse),
 }
 
 
 def generic_handler(servicer) -> grpc.GenericRpcHandler:
-    """Route each method path to the servicer's coroutine of the same name."""
+    """Route each method path to the servicer's coroutine of the same name (a method the servicer does not
+    have answers UNIMPLEMENTED)."""
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(
             _parsed(getattr(servicer, name), request),
             response_serializer=response.SerializeToString,
         )
         for name, (request, response) in METHODS.items()
+        if hasattr(servicer, name)
     }
     return grpc.method_handlers_generic_handler(SERVICE, handlers)
 

@@ -22,7 +22,7 @@ from ferry.metrics import GRPC_REQUESTS
 from ferry.protocol import grpc_predict_v2_pb2 as pb
 from ferry.protocol.oip_grpc import METHODS, SERVICE
 from ferry.repository import Repository
-from ferry.server.rest import EXTENSIONS
+from ferry.server.rest import EXTENSIONS, ModelControlOff, fixed_index
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ class Status(enum.IntEnum):
     DEADLINE_EXCEEDED = 4
     NOT_FOUND = 5
     RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
     UNIMPLEMENTED = 12
     INTERNAL = 13
     UNAVAILABLE = 14
@@ -234,6 +235,114 @@ class InferenceService:
         finally:
             request_headers.reset(token)
         return encode_infer_response(handler.name, handler.version, request.id, outputs)
+
+    # -- Triton's extensions --
+    async def RepositoryIndex(self, request, metadata):
+        control = self.repository.control
+        rows = control.index(request.ready) if control else fixed_index(self.repository, request.ready)
+        return pb.RepositoryIndexResponse(
+            models=[pb.RepositoryIndexResponse.ModelIndex(**row) for row in rows]
+        )
+
+    async def RepositoryModelLoad(self, request, metadata):
+        from ferry.model_repository import decode_load_parameters
+
+        parameters = {
+            key: getattr(p, p.WhichOneof("parameter_choice") or "string_param")
+            for key, p in request.parameters.items()
+        }
+        config, files = decode_load_parameters(parameters, f"load {request.model_name!r}")
+        await self._control().load(request.model_name, config, files)
+        return pb.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(self, request, metadata):
+        await self._control().unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+    def _control(self):
+        if self.repository.control is None:
+            raise ModelControlOff(
+                "this server serves a fixed set of models; start ferry-predictor with --model_repository "
+                "and --model_control_mode=explicit to load and unload models"
+            )
+        return self.repository.control
+
+    async def ModelConfig(self, request, metadata):
+        return pb.ModelConfigResponse(
+            config=triton_config_message(self.repository.get(request.name, request.version).triton_config())
+        )
+
+    async def ModelStatistics(self, request, metadata):
+        if request.name:
+            handlers = [self.repository.get(request.name, request.version)]
+        else:
+            handlers = list(self.repository)
+        return pb.ModelStatisticsResponse(
+            model_stats=[
+                pb.ModelStatistics(name=h.name, version=h.version, **h.statistics()) for h in handlers
+            ]
+        )
+
+
+_TRITON_DATATYPES = {
+    f"TYPE_{name}": number
+    for number, name in enumerate(
+        [
+            "INVALID",
+            "BOOL",
+            "UINT8",
+            "UINT16",
+            "UINT32",
+            "UINT64",
+            "INT8",
+            "INT16",
+            "INT32",
+            "INT64",
+            "FP16",
+            "FP32",
+            "FP64",
+            "STRING",
+            "BF16",
+        ]
+    )
+}
+_INSTANCE_KINDS = {"KIND_AUTO": 0, "KIND_GPU": 1, "KIND_CPU": 2, "KIND_MODEL": 3}
+
+
+def triton_config_message(config: dict) -> pb.ModelConfig:
+    """A handler's Triton model configuration (JSON form, as ``/v2/models/{m}/config`` answers) as the
+    ``ModelConfig`` message that ``perf_analyzer -i grpc`` and tritonclient read."""
+
+    def tensors(cls, specs):
+        return [
+            cls(name=t["name"], data_type=_TRITON_DATATYPES[t["data_type"]], dims=t["dims"]) for t in specs
+        ]
+
+    message = pb.ModelConfig(
+        name=config["name"],
+        platform=config.get("platform", ""),
+        backend=config.get("backend", ""),
+        max_batch_size=config.get("max_batch_size", 0),
+        input=tensors(pb.ModelInput, config.get("input", [])),
+        output=tensors(pb.ModelOutput, config.get("output", [])),
+        instance_group=[
+            pb.ModelInstanceGroup(count=g.get("count", 1), kind=_INSTANCE_KINDS[g.get("kind", "KIND_AUTO")])
+            for g in config.get("instance_group", [])
+        ],
+    )
+    message.version_policy.latest.num_versions = 1
+    batching = config.get("dynamic_batching")
+    if batching is not None:
+        queue = batching.get("default_queue_policy", {})
+        message.dynamic_batching.preferred_batch_size.extend(batching.get("preferred_batch_size", []))
+        message.dynamic_batching.max_queue_delay_microseconds = batching.get(
+            "max_queue_delay_microseconds", 0
+        )
+        message.dynamic_batching.default_queue_policy.max_queue_size = queue.get("max_queue_size", 0)
+        message.dynamic_batching.default_queue_policy.default_timeout_microseconds = queue.get(
+            "default_timeout_microseconds", 0
+        )
+    return message
 
 
 # ---------------------------------------------------------------------------------------------- grpc.aio

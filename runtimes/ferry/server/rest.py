@@ -25,7 +25,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HTTP_STATUS = {code: status.http for code, status in STATUS.items()}
-EXTENSIONS = ["binary_tensor_data", "model_configuration", "kserve_v1", "seldon"]
+EXTENSIONS = [
+    "binary_tensor_data",
+    "model_configuration",
+    "model_repository",
+    "statistics",
+    "kserve_v1",
+    "seldon",
+]
 SELDON_PREDICT = {"/api/v1.0/predictions", "/api/v0.1/predictions", "/predict"}
 SELDON_EXPLAIN = {"/api/v1.0/explain", "/explain"}
 _JSON = b"application/json"
@@ -33,6 +40,25 @@ _JSON = b"application/json"
 
 class MethodNotAllowed(ServingError):
     code = ErrorCode.INVALID_ARGUMENT
+
+
+class ModelControlOff(ServingError):
+    code = ErrorCode.FAILED_PRECONDITION
+
+
+def model_statistics(repository: Repository, name: str, version: str | None) -> list[dict]:
+    """Triton's statistics extension: the named model (every model when the name is empty)."""
+    handlers = [repository.get(name, version)] if name else list(repository)
+    return [{"name": h.name, "version": h.version, **h.statistics()} for h in handlers]
+
+
+def fixed_index(repository: Repository, ready_only: bool) -> list[dict]:
+    """The repository index of a server without model control: every handler it serves, as it is."""
+    rows = [
+        {"name": h.name, "version": h.version, "state": "READY" if h.ready else "UNAVAILABLE", "reason": ""}
+        for h in repository
+    ]
+    return [row for row in rows if row["state"] == "READY"] if ready_only else rows
 
 
 class Response:
@@ -178,6 +204,9 @@ class RestApp:
                 return _ok({"live": True})
             if parts[1] == "ready":
                 return self._readiness()
+        if parts[0] == "repository":
+            _expect(method, "POST")
+            return await self._repository_api(parts[1:], body)
         if parts[0] == "models" and len(parts) >= 2:
             name, rest, version = parts[1], parts[2:], None
             if rest[:1] == ["versions"] and len(rest) >= 2:
@@ -194,7 +223,41 @@ class RestApp:
                 return Response(dumps({"name": name, "ready": ready}), 200 if ready else 503)
             if action == "config" and len(rest) == 1:
                 return _ok(self.repository.get(name, version).triton_config())
+            if action == "stats" and len(rest) == 1:
+                return _ok({"model_stats": model_statistics(self.repository, name, version)})
         raise ModelNotFound(f"no V2 route for {method} /v2/{'/'.join(parts)}")
+
+    async def _repository_api(self, parts: list[str], body: bytes) -> Response:
+        """Triton's model repository extension: index, load (with a config and files), unload."""
+        request = self._json(body) if body else {}
+        if not isinstance(request, dict):
+            raise InvalidInput(f"request body must be a JSON object, got {type(request).__name__}")
+        control = self.repository.control
+        if parts == ["index"]:
+            ready_only = request.get("ready", False)
+            if not isinstance(ready_only, bool):
+                raise InvalidInput(f"'ready' must be true or false, got {ready_only!r}")
+            if control is None:  # a fixed set of models: each one as loaded at start
+                return _ok(fixed_index(self.repository, ready_only))
+            return _ok(control.index(ready_only))
+        if len(parts) == 3 and parts[0] == "models" and parts[2] in ("load", "unload"):
+            if control is None:
+                raise ModelControlOff(
+                    "this server serves a fixed set of models; start ferry-predictor with --model_repository "
+                    "and --model_control_mode=explicit to load and unload models"
+                )
+            parameters = request.get("parameters") or {}
+            if not isinstance(parameters, dict):
+                raise InvalidInput("'parameters' must be an object")
+            if parts[2] == "unload":
+                await control.unload(parts[1])
+            else:
+                from ferry.model_repository import decode_load_parameters
+
+                config, files = decode_load_parameters(parameters, f"load {parts[1]!r}")
+                await control.load(parts[1], config, files)
+            return _ok({})
+        raise ModelNotFound(f"no repository route for POST /v2/repository/{'/'.join(parts)}")
 
     async def _v2_infer(self, name: str, version: str | None, headers: dict, body) -> Response:
         handler = self.repository.ready(name, version)

@@ -142,7 +142,10 @@ class ModelRepository:
     # -- life cycle --------------------------------------------------------------------------------------------
     async def start(self) -> None:
         if not self.root.is_dir():
-            raise InvalidInput(f"model_repository {str(self.root)!r} is not a folder")
+            if self.control_mode != "explicit":
+                raise InvalidInput(f"model_repository {str(self.root)!r} is not a folder")
+            # An agent beside the server (Seldon's) creates it when it places the first model.
+            log.warning("model repository %s does not exist yet; serving no model until it does", self.root)
         shutil.rmtree(self.cache_dir / "repository-uploads", ignore_errors=True)  # a previous run's
         if self.control_mode == "explicit":
             names = self.on_disk() if "*" in self.startup_models else list(self.startup_models)
@@ -173,6 +176,8 @@ class ModelRepository:
 
     # -- the repository extension ------------------------------------------------------------------------------
     def on_disk(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and NAME.fullmatch(p.name))
 
     def index(self, ready_only: bool = False) -> list[dict]:

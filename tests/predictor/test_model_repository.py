@@ -338,3 +338,19 @@ def test_threads_are_divided_among_the_models_and_a_config_maps_onto_settings(tm
     for bad in ("..", "../etc", "a/b", "", ".hidden", "x" * 200):
         with pytest.raises(InvalidInput, match="not allowed"):
             check_name(bad)
+
+
+def test_explicit_mode_waits_for_a_repository_an_agent_creates(tmp_path):
+    """Seldon's agent creates the repository folder when it places the first model: until then the server is
+    ready with no model, and a model placed later loads."""
+    root = tmp_path / "agent" / "models"
+    server = start_predictor(
+        tmp_path, tmp_path / "predictor.log", f"--model_repository={root}", "--model_control_mode=explicit"
+    )
+    try:
+        assert httpx.post(f"{server.url}/v2/repository/index").json() == []
+        expected = write_model(root / "late_1" / "1", seed=6)
+        assert httpx.post(f"{server.url}/v2/repository/models/late_1/load", timeout=60).status_code == 200
+        np.testing.assert_allclose(answer(infer(server.url, "late_1")), expected, rtol=1e-5)
+    finally:
+        server.stop()

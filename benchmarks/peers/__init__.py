@@ -122,7 +122,13 @@ def start_server(name: str, model: str, directory: Path, log_dir: Path, extra_fl
         f"--grpc_port={grpc_port}",
     ]
     if peer.launcher:
-        command = [str(peer.python or FERRY_PY), str(BENCH / "peers" / peer.launcher), *common, *peer.flags]
+        command = [
+            str(peer.python or FERRY_PY),
+            str(BENCH / "peers" / peer.launcher),
+            *common,
+            *peer.flags,
+            *extra_flags,
+        ]
     else:
         command = [str(FERRY_PY), "-m", "ferry", *common, "--host=127.0.0.1"]  # = ferry-predictor
         command += ["--intra_op_threads=1", "--log_level=warning", *peer.flags, *extra_flags]

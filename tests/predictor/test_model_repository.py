@@ -119,6 +119,8 @@ def test_explicit_mode_with_tritonclient_over_http(repository, tmp_path):
             client.load_model("nope")
         stats = client.get_inference_statistics("delta")["model_stats"][0]
         assert stats["inference_count"] >= 1 and stats["execution_count"] >= 1
+        every = {(m["name"], m["version"]) for m in client.get_inference_statistics()["model_stats"]}
+        assert every == {("beta", "2"), ("delta", "1")}
     finally:
         client.close()
         server.stop()

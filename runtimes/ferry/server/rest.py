@@ -207,6 +207,8 @@ class RestApp:
         if parts[0] == "repository":
             _expect(method, "POST")
             return await self._repository_api(parts[1:], body)
+        if parts == ["models", "stats"]:
+            return _ok({"model_stats": model_statistics(self.repository, "", None)})
         if parts[0] == "models" and len(parts) >= 2:
             name, rest, version = parts[1], parts[2:], None
             if rest[:1] == ["versions"] and len(rest) >= 2:

@@ -356,3 +356,40 @@ def test_explicit_mode_waits_for_a_repository_an_agent_creates(tmp_path):
         np.testing.assert_allclose(answer(infer(server.url, "late_1")), expected, rtol=1e-5)
     finally:
         server.stop()
+
+
+def test_an_unload_lets_the_requests_in_flight_finish(tmp_path):
+    """A request of a slow model is computing when its unload arrives: it still gets its answer, the unload
+    returns once it has, and the model is gone after."""
+    import threading
+
+    from support.models import slow_convnet
+
+    root = tmp_path / "repository"
+    export(slow_convnet(side=96, layers=6), root / "slow", "onnx", 16, 10)
+    server = serve(
+        root, tmp_path, "--model_control_mode=explicit", "--load_model=slow", "--max_batch_size=64"
+    )
+    body = {"inputs": [{"name": "input-0", "datatype": "FP32", "shape": [32, 16], "data": [0.1] * 512}]}
+    answers, finished = [], {}
+
+    def call() -> None:
+        answers.append(httpx.post(f"{server.url}/v2/models/slow/infer", json=body, timeout=60))
+        finished["request"] = time.monotonic()
+
+    request = threading.Thread(target=call)
+    try:
+        request.start()
+        time.sleep(0.1)
+        asked = time.monotonic()
+        unloaded = httpx.post(f"{server.url}/v2/repository/models/slow/unload", timeout=60)
+        finished["unload"] = time.monotonic()
+        request.join(60)
+        assert unloaded.status_code == 200, unloaded.text
+        assert answers and answers[0].status_code == 200, answers[0].text if answers else "no answer"
+        assert len(answers[0].json()["outputs"][0]["data"]) == 320
+        # In flight when the unload was asked for, and answered before the unload returned.
+        assert asked < finished["request"] <= finished["unload"], (asked, finished)
+        assert httpx.post(f"{server.url}/v2/models/slow/infer", json=body, timeout=60).status_code == 404
+    finally:
+        server.stop()

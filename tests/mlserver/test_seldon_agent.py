@@ -37,7 +37,11 @@ def seldon_v2_documents() -> list[dict]:
 
 
 def the_server() -> dict:
-    (server,) = [d for d in seldon_v2_documents() if d["kind"] == "Server"]
+    """The Server on Seldon's ``mlserver`` ServerConfig, running Ferry's MLServer image (the overlay's other
+    Server runs Ferry's predictor directly: tests/pods/test_seldon_v2.py)."""
+    (server,) = [
+        d for d in seldon_v2_documents() if d["kind"] == "Server" and d["spec"]["serverConfig"] == "mlserver"
+    ]
     return server
 
 
@@ -55,7 +59,10 @@ def test_the_server_takes_only_models_ferry_can_run():
     assert offered <= FERRY_CAPABILITIES, (
         f"other teams' models would be scheduled here: {offered - FERRY_CAPABILITIES}"
     )
-    models = [d for d in seldon_v2_documents() if d["kind"] == "Model"]
+    name = the_server()["metadata"]["name"]
+    models = [
+        d for d in seldon_v2_documents() if d["kind"] == "Model" and d["spec"].get("server", name) == name
+    ]
     assert models and all(set(m["spec"].get("requirements") or []) <= offered for m in models)
 
 
@@ -129,7 +136,12 @@ def storage_folder(demo: dict, root: Path, name: str) -> Path:
 
 def test_agent_loads_and_unloads_the_models(seldon_server, demo, reference, churn_rows, tmp_path):
     client = repository_client(seldon_server)
-    names = [m["metadata"]["name"] for m in seldon_v2_documents() if m["kind"] == "Model"]
+    server = the_server()["metadata"]["name"]
+    names = [
+        m["metadata"]["name"]
+        for m in seldon_v2_documents()
+        if m["kind"] == "Model" and m["spec"].get("server", server) == server
+    ]
     for name in names:
         versioned = place_model(seldon_server.models_dir, storage_folder(demo, tmp_path, name), name)
         client.load_model(versioned, client_timeout=120)

@@ -20,6 +20,29 @@ from support.servers import free_port, start, start_predictor
 ROWS = 200  # customers C00001..C00200
 
 
+def _import_feast_now() -> None:
+    """Feast decorates its classes with typeguard, which compiles their source as Feast's modules are imported.
+    CPython 3.11.7 can fail that compile ("AST constructor recursion depth mismatch") once the thread's recursion
+    counters have been disturbed by what ran before in the process (seen when other suites' tests precede these in
+    one pytest run). So Feast's modules that the tests reach are imported here, at collection, before any test
+    runs; the transformer image imports Feast once on its main thread at start for the same reason."""
+    import importlib
+
+    for module in (
+        "feast",
+        "feast.feature_server",
+        "feast.infra.online_stores.sqlite",
+        "feast.infra.online_stores.redis",
+        "feast.infra.offline_stores.dask",
+        "feast.infra.offline_stores.file_source",
+        "feast.infra.passthrough_provider",
+    ):
+        importlib.import_module(module)
+
+
+_import_feast_now()
+
+
 def write_feature_data(directory: Path) -> Path:
     """The demo's offline feature files (``ferry demo``'s feast/ layout) for ROWS customers."""
     from ferry_tools.demo.data import churn_frame

@@ -73,6 +73,12 @@ class DeadlineExceeded(ServingError):
     code = ErrorCode.DEADLINE_EXCEEDED
 
 
+class ModelControlOff(ServingError):
+    """A load or unload asked of a server whose set of models is not under the client's control."""
+
+    code = ErrorCode.FAILED_PRECONDITION
+
+
 class PayloadTooLarge(ServingError):
     code = ErrorCode.RESOURCE_EXHAUSTED
 

@@ -17,7 +17,7 @@ from ferry import storage
 from ferry.backends import Backend
 from ferry.batching import BatchingPolicy, DynamicBatcher, Tensors
 from ferry.errors import InvalidInput, NotReady
-from ferry.metrics import LOAD_SECONDS, READY, PrometheusBatchMetrics
+from ferry.metrics import LOAD_SECONDS, PrometheusBatchMetrics
 from ferry.repository import Handler
 from ferry.settings import BatchingSettings, ModelSettings, available_cpus
 from ferry.signature import Signature
@@ -174,7 +174,6 @@ class Predictor(Handler):
         self.ready = True
         elapsed = time.perf_counter() - started
         LOAD_SECONDS.labels(self.name).set(elapsed)
-        READY.labels(self.name).set(1)
         log.info("model %s ready in %.2f s (%s, %s)", self.name, elapsed, self.platform, settings.device)
 
     def _warm_up(self, runners) -> None:
@@ -220,7 +219,6 @@ class Predictor(Handler):
 
     async def close(self, drain_timeout_s: float = 30.0) -> None:
         self.ready = False
-        READY.labels(self.name).set(0)
         if self._batcher is not None:
             await self._batcher.stop(drain_timeout_s)
         if self._backend is not None:

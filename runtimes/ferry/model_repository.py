@@ -36,11 +36,11 @@ import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISREG
 from typing import Literal
 
 from ferry import storage
-from ferry.errors import ErrorCode, InvalidInput, ModelNotFound, ServingError
-from ferry.metrics import READY
+from ferry.errors import ErrorCode, InvalidInput, ModelControlOff, ModelNotFound, ServingError
 from ferry.repository import Handler, Repository
 from ferry.settings import ModelSettings, available_cpus
 
@@ -55,10 +55,6 @@ MEMORY_PER_MODEL = 8 << 20  # a session, its threads' stacks, the batcher
 class OverBudget(ServingError):
     """A load would take the models' memory past ``--max_model_memory_bytes``."""
 
-    code = ErrorCode.FAILED_PRECONDITION
-
-
-class ControlDisabled(ServingError):
     code = ErrorCode.FAILED_PRECONDITION
 
 
@@ -203,10 +199,8 @@ class ModelRepository:
     ) -> None:
         """Load (or reload) ``name`` from its folder, or from ``files`` sent with the request (Triton's
         ``file:<path>`` parameters), with ``config`` overriding the folder's ferry.json."""
-        if not _startup and self.control_mode != "explicit":
-            raise ControlDisabled(
-                f"model control mode is {self.control_mode!r}: load and unload need --model_control_mode=explicit"
-            )
+        if not _startup:
+            self.require_explicit()
         check_name(name)
         async with self._lock:
             status = self.status.setdefault(name, ModelStatus())
@@ -230,11 +224,15 @@ class ModelRepository:
             if previous is not None and previous != folder:
                 self._forget_upload(previous)
 
-    async def unload(self, name: str) -> None:
+    def require_explicit(self) -> ModelRepository:
         if self.control_mode != "explicit":
-            raise ControlDisabled(
+            raise ModelControlOff(
                 f"model control mode is {self.control_mode!r}: load and unload need --model_control_mode=explicit"
             )
+        return self
+
+    async def unload(self, name: str) -> None:
+        self.require_explicit()
         check_name(name)
         async with self._lock:
             await self._unload(name)
@@ -245,7 +243,6 @@ class ModelRepository:
             raise ModelNotFound(f"model {name!r} is not loaded; this server has {self.serving.names}")
         status = self.status.setdefault(name, ModelStatus())
         status.state, status.reason, status.charged = "UNLOADING", "", {}
-        READY.labels(name).set(0)
         await self._close(removed)
         if status.folder is not None:
             self._forget_upload(status.folder)
@@ -302,7 +299,6 @@ class ModelRepository:
             await self._close(loaded)
             raise
         replaced = self.serving.put(name, {**keep, **loaded})
-        READY.labels(name).set(1)
         status.charged, status.fingerprint, status.folder = charged, fingerprint, folder
         log.info(
             "model %s: serving versions %s (loaded %s, %.1f MiB charged)",
@@ -312,7 +308,7 @@ class ModelRepository:
             sum(charged.values()) / 2**20,
         )
         if replaced:  # in-flight requests on them finish first; the caller does not wait for that
-            task = asyncio.create_task(self._close(replaced, name))
+            task = asyncio.create_task(self._close(replaced))
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
 
@@ -376,12 +372,10 @@ class ModelRepository:
         if folder.is_relative_to(uploads):
             shutil.rmtree(folder, ignore_errors=True)
 
-    async def _close(self, handlers: dict[str, Handler], still_serving: str | None = None) -> None:
+    async def _close(self, handlers: dict[str, Handler]) -> None:
         await asyncio.gather(
             *(h.close(self.drain_timeout_s) for h in handlers.values()), return_exceptions=True
         )
-        if still_serving and self.serving.versions(still_serving):
-            READY.labels(still_serving).set(1)  # a closed old version does not speak for the new one
 
     # -- poll mode ---------------------------------------------------------------------------------------------
     async def _poll(self) -> None:
@@ -434,9 +428,9 @@ def fingerprint_of(folder: Path) -> tuple:
         return ()
     return tuple(
         sorted(
-            (str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
-            for p in folder.rglob("*")
-            if p.is_file()
+            (str(path.relative_to(folder)), stat.st_size, stat.st_mtime_ns)
+            for path in folder.rglob("*")
+            if S_ISREG((stat := path.stat()).st_mode)
         )
     )
 

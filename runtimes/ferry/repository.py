@@ -7,7 +7,8 @@ import asyncio
 
 import numpy as np
 
-from ferry.errors import ModelNotFound, NotReady
+from ferry.errors import ModelControlOff, ModelNotFound, NotReady
+from ferry.metrics import READY
 from ferry.protocol import v1
 from ferry.signature import Signature
 
@@ -120,16 +121,29 @@ class Repository:
         started = self.control is None or self.control.started
         return started and not self.draining and all(handler.ready for handler in self)
 
+    def require_control(self):
+        """The model repository that loads and unloads models, or the refusal a client gets without one."""
+        if self.control is None:
+            raise ModelControlOff(
+                "this server serves a fixed set of models; start ferry-predictor with --model_repository "
+                "and --model_control_mode=explicit to load and unload models"
+            )
+        return self.control.require_explicit()
+
+    # The ``ferry_model_ready`` gauge is the repository's to set: a name is ready while it routes to a loaded
+    # version, whichever version that is and whatever happens to the versions it replaced.
     def put(self, name: str, versions: dict[str, Handler]) -> dict[str, Handler]:
         """Serve ``versions`` (loaded, ready) as ``name``'s versions from now on; returns the ones replaced."""
         previous = self._versions.get(name, {})
         self._versions[name] = dict(versions)
         self._refresh(name)
+        READY.labels(name).set(1 if name in self._latest else 0)
         return {v: h for v, h in previous.items() if versions.get(v) is not h}
 
     def remove(self, name: str) -> dict[str, Handler]:
         """Stop routing to ``name``; returns its versions, for the caller to drain and close."""
         self._latest.pop(name, None)
+        READY.labels(name).set(0)
         return self._versions.pop(name, {})
 
     def _refresh(self, name: str) -> None:
@@ -142,11 +156,15 @@ class Repository:
 
     async def load(self) -> None:
         await asyncio.gather(*(handler.load() for handler in self))
+        for name in self.names:
+            READY.labels(name).set(1)
         if self.control is not None:
             await self.control.start()
 
     async def close(self, drain_timeout_s: float) -> None:
         self.draining = True
+        for name in self.names:
+            READY.labels(name).set(0)
         if self.control is not None:
             await self.control.stop()
         await asyncio.gather(*(h.close(drain_timeout_s) for h in self), return_exceptions=True)

@@ -160,10 +160,50 @@ def test_explicit_mode_with_tritonclient_over_grpc(repository, tmp_path):
 
         with pytest.raises(InferenceServerException, match="not allowed"):
             client.load_model("../gamma")  # gRPC carries any string: a name that would leave the repository
+        # A reload: the replaced version drains and closes in the background; the name stays ready throughout.
+        client.load_model("zeta", config=json.dumps({"max_batch_size": 8}), files=files)
         client.unload_model("gamma")
         index = {m["name"]: m for m in client.get_model_repository_index(as_json=True)["models"]}
         assert index["gamma"]["state"] == "UNAVAILABLE" and index["gamma"]["reason"] == "unloaded"
         assert index["zeta"]["state"] == "READY" and index["zeta"]["version"] == "3"
+        time.sleep(0.5)  # the old zeta's close has run by now
+        assert ready_gauges(server.url) == {"gamma": 0.0, "zeta": 1.0}  # alpha and beta were never loaded
+    finally:
+        client.close()
+        server.stop()
+
+
+def ready_gauges(url: str) -> dict[str, float]:
+    """``ferry_model_ready`` by model, as scraped."""
+    gauges = {}
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith("ferry_model_ready{"):
+            labels, value = line.rsplit(" ", 1)
+            gauges[labels.split('model="')[1].split('"')[0]] = float(value)
+    return gauges
+
+
+def test_a_server_of_a_fixed_set_refuses_load_and_unload_over_both_protocols(tmp_path):
+    import grpc
+    import tritonclient.grpc as triton
+    from tritonclient.utils import InferenceServerException
+
+    write_model(tmp_path / "model", seed=5)
+    server = start_predictor(tmp_path / "model", tmp_path / "predictor.log", "--model_name=solo")
+    client = triton.InferenceServerClient(server.grpc_address)
+    try:
+        index = httpx.post(f"{server.url}/v2/repository/index", json={}, timeout=10).json()
+        assert index == [{"name": "solo", "version": "1", "state": "READY", "reason": ""}]
+        for action in ("load", "unload"):
+            refused = httpx.post(f"{server.url}/v2/repository/models/solo/{action}", json={}, timeout=10)
+            assert refused.status_code == 409 and "--model_repository" in refused.json()["error"], (
+                refused.text
+            )
+        with pytest.raises(InferenceServerException, match="--model_repository") as refusal:
+            client.unload_model("solo")
+        assert refusal.value.status() == str(grpc.StatusCode.FAILED_PRECONDITION)
+        assert ready_gauges(server.url) == {"solo": 1.0}
+        assert infer(server.url, "solo").status_code == 200  # refusals leave the model serving
     finally:
         client.close()
         server.stop()

@@ -22,7 +22,7 @@ from ferry.metrics import GRPC_REQUESTS
 from ferry.protocol import grpc_predict_v2_pb2 as pb
 from ferry.protocol.oip_grpc import METHODS, SERVICE
 from ferry.repository import Repository
-from ferry.server.rest import EXTENSIONS, ModelControlOff, fixed_index
+from ferry.server.rest import EXTENSIONS, fixed_index
 
 log = logging.getLogger(__name__)
 
@@ -252,20 +252,12 @@ class InferenceService:
             for key, p in request.parameters.items()
         }
         config, files = decode_load_parameters(parameters, f"load {request.model_name!r}")
-        await self._control().load(request.model_name, config, files)
+        await self.repository.require_control().load(request.model_name, config, files)
         return pb.RepositoryModelLoadResponse()
 
     async def RepositoryModelUnload(self, request, metadata):
-        await self._control().unload(request.model_name)
+        await self.repository.require_control().unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
-
-    def _control(self):
-        if self.repository.control is None:
-            raise ModelControlOff(
-                "this server serves a fixed set of models; start ferry-predictor with --model_repository "
-                "and --model_control_mode=explicit to load and unload models"
-            )
-        return self.repository.control
 
     async def ModelConfig(self, request, metadata):
         return pb.ModelConfigResponse(

@@ -42,10 +42,6 @@ class MethodNotAllowed(ServingError):
     code = ErrorCode.INVALID_ARGUMENT
 
 
-class ModelControlOff(ServingError):
-    code = ErrorCode.FAILED_PRECONDITION
-
-
 def model_statistics(repository: Repository, name: str, version: str | None) -> list[dict]:
     """Triton's statistics extension: the named model (every model when the name is empty)."""
     handlers = [repository.get(name, version)] if name else list(repository)
@@ -234,20 +230,15 @@ class RestApp:
         request = self._json(body) if body else {}
         if not isinstance(request, dict):
             raise InvalidInput(f"request body must be a JSON object, got {type(request).__name__}")
-        control = self.repository.control
         if parts == ["index"]:
             ready_only = request.get("ready", False)
             if not isinstance(ready_only, bool):
                 raise InvalidInput(f"'ready' must be true or false, got {ready_only!r}")
-            if control is None:  # a fixed set of models: each one as loaded at start
+            if self.repository.control is None:  # a fixed set of models: each one as loaded at start
                 return _ok(fixed_index(self.repository, ready_only))
-            return _ok(control.index(ready_only))
+            return _ok(self.repository.control.index(ready_only))
         if len(parts) == 3 and parts[0] == "models" and parts[2] in ("load", "unload"):
-            if control is None:
-                raise ModelControlOff(
-                    "this server serves a fixed set of models; start ferry-predictor with --model_repository "
-                    "and --model_control_mode=explicit to load and unload models"
-                )
+            control = self.repository.require_control()
             parameters = request.get("parameters") or {}
             if not isinstance(parameters, dict):
                 raise InvalidInput("'parameters' must be an object")

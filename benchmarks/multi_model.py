@@ -94,6 +94,14 @@ def bare_session_bytes(folders: list[Path]) -> float:
     return float(done.stdout.strip())
 
 
+def weights_bytes(path: Path) -> int:
+    """The bytes of a model's initializers: what any server that holds the model in memory must hold."""
+    import onnx
+    from onnx import numpy_helper
+
+    return sum(numpy_helper.to_array(init).nbytes for init in onnx.load(path).graph.initializer)
+
+
 def mlserver_model(root: Path, name: str, source: Path) -> None:
     (root / name).mkdir(parents=True)
     settings = {"name": name, "implementation": "mlserver_onnx.OnnxModel", "parameters": {"uri": str(source)}}
@@ -174,6 +182,7 @@ def main() -> None:
         root = tmp / "ferry-repository"
         folders = distinct_models(model_dir(SOURCE_MODEL), root, names)
         results["bare_session_bytes"] = bare_session_bytes(list(folders.values()))
+        results["weights_bytes"] = weights_bytes(folders[names[0]] / "model.onnx")
 
         def ferry_prepare(name: str, reload: bool = False) -> None:
             if reload:  # Ferry reloads a model whose files changed; a load of the same files is a no-op

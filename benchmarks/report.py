@@ -502,6 +502,7 @@ def multi_model_section() -> list[str]:
         f"**{'met' if ratio <= 0.10 else 'missed'}**). One more onnxruntime session of the same model, warmed at "
         f"batch 1 and 64, costs {data['bare_session_bytes'] / mib:.2f} MiB in a bare process: the floor for a "
         "server that gives each model its own session.",
+        *weights_note(data, servers["mlserver-1-worker"]["marginal_rss_bytes"]),
         "",
         "| server | scenario | req/s | p50 | p99 | failed requests | reloads |",
         "|---|---|---:|---:|---:|---:|---:|",
@@ -514,6 +515,23 @@ def multi_model_section() -> list[str]:
                 f"{point['p99'] * 1000:.2f} ms | {failed} | {point['reloads']} |"
             )
     return [*out, ""]
+
+
+def weights_note(data: dict, mlserver_bytes: float) -> list[str]:
+    """Whether the memory goal is reachable at all: a model's weights are the least a server can hold for it."""
+    weights = data.get("weights_bytes")
+    if not weights:
+        return []
+    goal = 0.10 * mlserver_bytes
+    return [
+        f"The model's weights alone are {weights / 2**20:.2f} MiB, {weights / mlserver_bytes:.2f} of MLServer's "
+        f"marginal memory; the goal, {goal / 2**20:.3f} MiB per model, is "
+        + (
+            "below them: no server that keeps a model's weights in memory can reach it."
+            if goal < weights
+            else "above them."
+        )
+    ]
 
 
 def plot(records: dict) -> None:

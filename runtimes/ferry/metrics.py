@@ -67,6 +67,16 @@ LOAD_SECONDS = Gauge(
     "ferry_model_load_seconds", "Time to fetch, load and warm the model", ["model"], registry=REGISTRY
 )
 READY = Gauge("ferry_model_ready", "1 when the model serves requests", ["model"], registry=REGISTRY)
+BUFFERED_REQUEST_BYTES = Gauge(
+    "ferry_buffered_request_bytes",
+    "Request bytes held on the request budget (max_buffered_request_bytes), both transports",
+    registry=REGISTRY,
+)
+REFUSED_CONNECTIONS = Gauge(
+    "ferry_refused_connections",
+    "Connections refused since start (over max_connections, or while shutting down)",
+    registry=REGISTRY,
+)
 GRPC_REQUESTS = Counter(
     "ferry_grpc_requests", "gRPC requests by method and code", ["method", "code"], registry=REGISTRY
 )

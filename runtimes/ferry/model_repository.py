@@ -42,7 +42,7 @@ from typing import Literal
 from ferry import storage
 from ferry.errors import ErrorCode, InvalidInput, ModelControlOff, ModelNotFound, ServingError
 from ferry.repository import Handler, Repository
-from ferry.settings import ModelSettings, available_cpus
+from ferry.settings import ModelSettings, available_cpus, container_memory_bytes
 
 log = logging.getLogger(__name__)
 
@@ -449,20 +449,8 @@ def resident_bytes() -> int:
 
 
 def default_memory_budget() -> int:
-    """90 % of the container's memory limit (cgroup v2, then v1), else of the machine's memory."""
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            text = Path(path).read_text().strip()
-        except OSError:
-            continue
-        if text.isdigit() and int(text) < 1 << 60:
-            return int(int(text) * 0.9)
-    try:
-        import os
-
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.9)
-    except (ValueError, OSError):
-        return 1 << 40
+    """90 % of the container's memory limit (else of the machine's memory)."""
+    return int(container_memory_bytes() * 0.9)
 
 
 def decode_load_parameters(parameters: dict, where: str) -> tuple[dict | None, dict[str, bytes]]:

@@ -111,8 +111,10 @@ class Repository:
         handler = self._latest.get(name) if not version else None  # the hot path: one lookup
         if handler is None:
             handler = self.get(name, version)
-        if self.draining or not handler.ready:
-            raise NotReady(f"model {name!r} is {'shutting down' if self.draining else 'not ready'}")
+        if (
+            not handler.ready
+        ):  # (draining only turns readiness probes false: requests are answered until the end)
+            raise NotReady(f"model {name!r} is not ready")
         return handler
 
     @property

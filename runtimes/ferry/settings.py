@@ -18,6 +18,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 ENV_PREFIX = "FERRY_"
 
 
+def container_memory_bytes() -> int:
+    """The container's memory limit (cgroup v2, then v1), else the machine's memory."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 1 << 60:
+            return int(text)
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 1 << 40
+
+
 class BatchingSettings(BaseModel):
     """What a model's dynamic batcher may do. Also accepted per model under ``batching`` in ``ferry.json``."""
 
@@ -91,7 +106,39 @@ class ServerSettings(BaseModel):
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     log_format: Literal["text", "json"] = Field("text", description="Log line format.")
     otel_endpoint: str = Field("", description="OTLP/HTTP endpoint for traces (empty: tracing off).")
-    drain_timeout_s: float = Field(30.0, ge=0, description="On SIGTERM, how long in-flight work may finish.")
+    drain_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="On SIGTERM, how long requests on open connections are still answered (each with "
+        "Connection: close, or after GOAWAY) before idle connections close; ends early once none is open.",
+    )
+    drain_timeout_s: float = Field(
+        30.0, ge=0, description="After the drain window, how long in-flight work may finish."
+    )
+    max_buffered_request_bytes: int = Field(
+        0,
+        ge=0,
+        description="Request bytes all connections together may hold before they are handled (HTTP/2 flow "
+        "control waits and HTTP/1.1 stops reading beyond it); 0: a quarter of the container's memory, at most "
+        "1 GiB and at least twice the body limit.",
+    )
+    buffer_wait_s: float = Field(
+        5.0,
+        gt=0,
+        description="How long an HTTP/1.1 body waits for that budget before a 503 with Retry-After.",
+    )
+    request_read_timeout_s: float = Field(
+        60.0, gt=0, description="Deadline for a whole request, head and body, from its first byte (408)."
+    )
+    max_request_head_bytes: int = Field(
+        64 << 10, ge=1024, description="Largest HTTP/1.1 request line and headers (431 beyond)."
+    )
+    max_request_headers: int = Field(100, ge=8, description="Most header lines in a request (431 beyond).")
+    max_connections: int = Field(
+        1024,
+        ge=1,
+        description="Open connections per port; one more is answered 503 (HTTP) or GOAWAY and closed.",
+    )
     idle_timeout_s: float = Field(
         75.0,
         ge=0,

@@ -3,9 +3,13 @@ or grpc.aio) on one uvloop event loop.
 
 The ports open at once and report live; models load in the background and readiness turns true only when
 every model has loaded and warmed up (so a slow download never gets the pod killed by its liveness probe).
-A model that fails to load stops the process with a non-zero exit. SIGTERM or SIGINT: readiness goes false, both
-listeners stop accepting, every request already received is answered, queued batches drain, and the process
-exits 0."""
+A model that fails to load stops the process with a non-zero exit. Both listeners share one request-bytes budget
+and the same limits (``ferry.server.listener.Limits``).
+
+SIGTERM or SIGINT: readiness goes false at once; for ``drain_seconds`` requests are still answered, each telling
+its client to go (``Connection: close``; GOAWAY), so a keep-alive client or a mesh's pool moves to another pod
+after an answer, never under a request; then both listeners stop accepting, every request already received is
+answered (for at most ``drain_timeout_s``), queued batches drain, and the process exits 0."""
 
 from __future__ import annotations
 
@@ -15,8 +19,11 @@ import logging
 import signal
 from typing import TYPE_CHECKING
 
+from ferry.metrics import BUFFERED_REQUEST_BYTES, REFUSED_CONNECTIONS
 from ferry.repository import Repository
+from ferry.server.budget import RequestBudget, default_budget
 from ferry.server.http import HttpServer
+from ferry.server.listener import Limits
 from ferry.server.rest import RestApp
 from ferry.tracing import configure as configure_tracing
 
@@ -64,12 +71,22 @@ async def _serve(
         tracer=configure_tracing(settings.otel_endpoint, server_name),
         explainer=explainer,
     )
-    http = HttpServer(app, idle_timeout_s=settings.idle_timeout_s)
+    limits = Limits.from_settings(settings)
+    budget = RequestBudget(
+        settings.max_buffered_request_bytes
+        or default_budget(max(settings.max_body_bytes, settings.max_grpc_message_bytes))
+    )
+    http = HttpServer(app, limits, budget)
+    BUFFERED_REQUEST_BYTES.set_function(lambda: budget.held)
     grpc_server = None
     try:
         await http.start(settings.host, settings.http_port)
         if settings.grpc_port:
-            grpc_server = await _start_grpc(repository, settings, server_name)
+            grpc_server = await _start_grpc(repository, settings, server_name, limits, budget)
+        listeners = [http] if grpc_server is None else [http, grpc_server]
+        REFUSED_CONNECTIONS.set_function(
+            lambda: sum(getattr(listener, "refused_connections", 0) for listener in listeners)
+        )
     except (OSError, RuntimeError) as exc:
         log.error(
             "cannot listen on %s (HTTP %d, gRPC %d): %s",
@@ -79,7 +96,13 @@ async def _serve(
             exc,
         )
         return 1
-    log.info("listening on %s: HTTP %d, gRPC %s", settings.host, http.port, settings.grpc_port or "off")
+    log.info(
+        "listening on %s: HTTP %d, gRPC %s (request budget %.0f MiB)",
+        settings.host,
+        http.port,
+        settings.grpc_port or "off",
+        budget.limit / 2**20,
+    )
     exit_code = 0
 
     async def load_models() -> None:
@@ -99,10 +122,12 @@ async def _serve(
 
     load = asyncio.create_task(load_models())
     await stop.wait()
-    log.info("shutting down: draining requests (at most %.0f s)", settings.drain_timeout_s)
     repository.draining = True  # readiness false at once
     if not load.done():
         load.cancel()
+    log.info("shutting down: answering on open connections for up to %.0f s", settings.drain_seconds)
+    await asyncio.gather(*(listener.drain(settings.drain_seconds) for listener in listeners))
+    log.info("shutting down: finishing requests in flight (at most %.0f s)", settings.drain_timeout_s)
     stopping = [http.shutdown(settings.drain_timeout_s)]
     if grpc_server is not None:
         stopping.append(grpc_server.shutdown(settings.drain_timeout_s))
@@ -132,11 +157,16 @@ class _GrpcioServer:
     def __init__(self, server):
         self.server = server
 
+    async def drain(self, window_s: float) -> None:
+        """grpc.aio has no drain step: its stop() sends GOAWAY and waits for the calls in flight."""
+
     async def shutdown(self, timeout_s: float) -> None:
         await self.server.stop(timeout_s)
 
 
-async def _start_grpc(repository: Repository, settings: ServerSettings, server_name: str):
+async def _start_grpc(
+    repository: Repository, settings: ServerSettings, server_name: str, limits: Limits, budget: RequestBudget
+):
     from ferry.server.grpc import InferenceService, create_grpcio_server
 
     service = InferenceService(repository, server_name)
@@ -149,7 +179,7 @@ async def _start_grpc(repository: Repository, settings: ServerSettings, server_n
     from ferry.server.h2 import H2GrpcServer
 
     server = H2GrpcServer(
-        service, max_message_bytes=settings.max_grpc_message_bytes, idle_timeout_s=settings.idle_timeout_s
+        service, max_message_bytes=settings.max_grpc_message_bytes, limits=limits, budget=budget
     )
     await server.start(settings.host, settings.grpc_port)
     return server

@@ -4,11 +4,15 @@ to its subclass at two points: ``stream_opened`` (the request's headers are in) 
 body is in). The subclass answers with ``respond`` (headers, a flow-controlled body, trailers) or
 ``respond_headers_only``.
 
-What it implements: the connection preface and SETTINGS exchange, flow control both ways (receive windows
-returned as data arrives, send windows honoured with waits for WINDOW_UPDATE), PING, RST_STREAM (cancels the
-stream's task), GOAWAY both ways, CONTINUATION, padding, per-stream and per-connection limits, an idle timeout,
-and a graceful shutdown (GOAWAY, answer every stream already open, close). Not implemented: server push,
-priorities (ignored, as the RFC allows), TLS (terminated by the mesh or ingress in a cluster)."""
+What it implements: the connection preface and SETTINGS exchange, flow control both ways (send windows honoured
+with waits for WINDOW_UPDATE; receive credit beyond the protocol's initial 64 KiB comes from the process-wide
+request-bytes budget, ``ferry.server.budget``, and returns to it as requests are answered, so a client that holds
+streams open is slowed, not buffered), PING, RST_STREAM (cancels the stream's task), GOAWAY both ways,
+CONTINUATION, padding, per-stream and per-connection limits, a deadline for each request to arrive, an idle
+timeout, a connection cap, and a graceful shutdown: GOAWAY with the highest stream id and a PING, then (once the
+PING returns, so no stream in flight is lost) GOAWAY with the last stream id; streams already open are answered,
+then the connection closes. Not implemented: server push, priorities (ignored, as the RFC allows), TLS
+(terminated by the mesh or ingress in a cluster)."""
 
 from __future__ import annotations
 
@@ -56,12 +60,14 @@ from ferry.server.h2.frames import (
 log = logging.getLogger(__name__)
 
 # What this server offers. Windows are generous so that a large tensor arrives without waiting on
-# WINDOW_UPDATE round trips; memory stays bounded by MAX_STREAMS x the body limit per connection.
+# WINDOW_UPDATE round trips; what a connection may send beyond the first 64 KiB is held on the request budget.
 MAX_STREAMS = 256
 STREAM_WINDOW = 1 << 22
 CONNECTION_WINDOW = 1 << 24
 FRAME_LIMIT = 1 << 20  # largest frame a client may send us
 HEADER_LIST_LIMIT = 1 << 16
+LAST_POSSIBLE_STREAM = (1 << 31) - 1
+DRAIN_PING = b"ferrydrn"  # the PING whose ACK says every stream the client opened before the GOAWAY is in
 
 
 class Stream:
@@ -69,8 +75,10 @@ class Stream:
         "chunks",
         "done",
         "headers",
+        "held",
         "id",
         "metadata",
+        "opened_at",
         "send_window",
         "size",
         "task",
@@ -84,6 +92,8 @@ class Stream:
         self.metadata: dict[str, str] = {}  # the headers a call sees: no pseudo-headers, no binary ones
         self.chunks: list[bytes] = []
         self.size = 0
+        self.held = 0  # flow-controlled bytes received for this stream and still held (the budget's share)
+        self.opened_at = 0.0
         self.unacknowledged = 0  # bytes received on this stream not yet returned with WINDOW_UPDATE
         self.send_window = send_window
         self.task: asyncio.Task | None = None  # the application's work on this stream, cancelled with it
@@ -104,12 +114,15 @@ class H2Connection(asyncio.Protocol):
 
     def __init__(self, server):
         self.server = server
+        self.limits = server.limits
+        self.budget = server.budget
         self.max_body_bytes: int = server.max_body_bytes
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.needed = 0  # bytes the buffer must hold before the next frame can be parsed
         self.preface_seen = False
+        self.discarding = False  # a refused connection: everything it sends is dropped
         self.streams: dict[int, Stream] = {}
         self.last_stream_id = 0
         self.going_away = False  # GOAWAY sent or received: no new streams; close once the last one ends
@@ -118,7 +131,13 @@ class H2Connection(asyncio.Protocol):
         self.peer_window = DEFAULT_WINDOW  # what the peer lets us send on the connection
         self.peer_stream_window = DEFAULT_WINDOW  # initial send window of each new stream
         self.peer_frame_size = DEFAULT_FRAME_SIZE
-        self.unacknowledged = 0  # bytes received on the connection not yet returned with WINDOW_UPDATE
+        # Receive flow control: what the client may still send (``recv_window``), what it has sent that is still
+        # held (``held``), and the budget bytes that cover both beyond the free DEFAULT_WINDOW (``charged``).
+        self.recv_window = DEFAULT_WINDOW
+        self.held = 0
+        self.charged = 0
+        self.awaiting_credit = False  # waiting for the budget to extend the window
+        self.header_block_since: float | None = None  # a HEADERS block still waiting for its CONTINUATION
         self.window_waiters: list[asyncio.Future] = []
         # The last request progress (HEADERS, DATA) or answer while nothing was being answered; the listener's
         # sweep closes the connection once that is idle_timeout_s old and no call is running, so a call whose
@@ -137,23 +156,37 @@ class H2Connection(asyncio.Protocol):
         """The request body passed ``max_body_bytes``; answer (the stream is reset after)."""
         raise NotImplementedError
 
+    def request_timed_out(self, stream: Stream) -> None:
+        """The request did not arrive within ``request_read_timeout_s``; answer (the stream is reset after)."""
+        raise NotImplementedError
+
     # -- asyncio.Protocol --------------------------------------------------------------------------------------
     def connection_made(self, transport) -> None:
         self.transport = transport
-        self.server.connections.add(self)
-        if self.server.closing:
-            transport.close()
-            return
-        self.idle_since = self.loop.time()
+        if self.server.admit(self):
+            self.idle_since = self.loop.time()
+
+    def refuse_connection(self, reason: str) -> None:
+        """A connection the listener does not take (see ``Listener.admit``): SETTINGS, then GOAWAY processing
+        no stream, with the reason."""
+        self.discarding = True
+        goaway = frame(GOAWAY, 0, 0, bytes(4) + REFUSED_STREAM.to_bytes(4, "big") + reason.encode())
+        self.transport.write(frame(SETTINGS, 0, 0) + goaway)
 
     def connection_lost(self, exc) -> None:
-        self.server.connections.discard(self)
+        self.server.forget(self)
         for stream in self.streams.values():
             self.cancel(stream)
         self.streams.clear()
         self._wake_senders()
+        if self.awaiting_credit:
+            self.budget.forget(self._retry_credit)
+        charged, self.charged = self.charged, 0
+        self.budget.give(charged)
 
     def data_received(self, data: bytes) -> None:
+        if self.discarding:
+            return
         if self.buffer:
             self.buffer += data
             if len(self.buffer) < self.needed:
@@ -213,6 +246,10 @@ class H2Connection(asyncio.Protocol):
                     raise ProtocolViolation(PROTOCOL_ERROR, "malformed PING")
                 if not flags & ACK:
                     self.transport.write(frame(PING, ACK, 0, payload))
+                elif (
+                    payload == DRAIN_PING
+                ):  # the client has seen the first GOAWAY: no stream is in flight now
+                    self.go_away(NO_ERROR, close_now=False)
             elif kind == WINDOW_UPDATE:
                 self._on_window_update(stream_id, payload)
             elif kind == RST_STREAM:
@@ -236,9 +273,14 @@ class H2Connection(asyncio.Protocol):
             (MAX_FRAME_SIZE, FRAME_LIMIT),
             (MAX_HEADER_LIST_SIZE, HEADER_LIST_LIMIT),
         )
+        granted = self.budget.take_up_to(CONNECTION_WINDOW - DEFAULT_WINDOW)
+        self.charged += granted
+        self.recv_window += granted
         self.transport.write(
-            frame(SETTINGS, 0, 0, settings) + window_update(0, CONNECTION_WINDOW - DEFAULT_WINDOW)
+            frame(SETTINGS, 0, 0, settings) + (window_update(0, granted) if granted else b"")
         )
+        if self.server.draining:
+            self.start_drain()
 
     def _not_http2(self) -> None:
         """Something other than HTTP/2 (often an HTTP/1.1 client on the wrong port): say so, then close."""
@@ -296,6 +338,7 @@ class H2Connection(asyncio.Protocol):
             self._on_header_block(stream_id, flags, block)
         else:
             self.continuation = (stream_id, flags, bytearray(block))
+            self.header_block_since = self.loop.time()
 
     def _on_continuation(self, stream_id: int, flags: int, payload: bytes) -> None:
         if self.continuation is None or self.continuation[0] != stream_id:
@@ -307,6 +350,7 @@ class H2Connection(asyncio.Protocol):
         if flags & END_HEADERS:
             first_flags = self.continuation[1]
             self.continuation = None
+            self.header_block_since = None
             self._on_header_block(stream_id, first_flags, bytes(block))
 
     def _on_header_block(self, stream_id: int, flags: int, block: bytes) -> None:
@@ -326,6 +370,7 @@ class H2Connection(asyncio.Protocol):
             return
         self.idle_since = self.loop.time()
         stream = self.streams[stream_id] = Stream(stream_id, self.peer_stream_window)
+        stream.opened_at = self.idle_since
         stream.headers = headers
         stream.metadata = metadata
         self.stream_opened(stream)
@@ -337,22 +382,27 @@ class H2Connection(asyncio.Protocol):
             raise ProtocolViolation(PROTOCOL_ERROR, "DATA on stream 0")
         self.idle_since = self.loop.time()
         # Flow control counts the whole frame, padding included, whatever happens to the stream.
-        self.unacknowledged += len(payload)
-        if self.unacknowledged >= CONNECTION_WINDOW // 2:
-            self.transport.write(window_update(0, self.unacknowledged))
-            self.unacknowledged = 0
+        size = len(payload)
+        self.recv_window -= size
+        if self.recv_window < 0:
+            raise ProtocolViolation(FLOW_CONTROL_ERROR, "DATA beyond the connection's flow-control window")
+        self.held += size
         stream = self.streams.get(stream_id)
         if stream is None or stream.done or stream.task is not None:
             if stream_id > self.last_stream_id:
                 raise ProtocolViolation(PROTOCOL_ERROR, f"DATA on idle stream {stream_id}")
+            self._release(size)
             return  # a stream already answered (a refused body) or reset: drop the data
         data = unpad(flags, payload)
         stream.size += len(data)
         if stream.size > self.max_body_bytes:
+            self._release(size)
             self.body_too_large(stream)
             self.transport.write(rst_stream(stream_id, NO_ERROR))
             return
+        stream.held += size
         stream.chunks.append(data)
+        self._replenish()
         if flags & END_STREAM:
             self._complete(stream)
             return
@@ -413,15 +463,64 @@ class H2Connection(asyncio.Protocol):
 
     def cancel(self, stream: Stream) -> None:
         stream.end()
+        self._release_stream(stream)
         if stream.task is not None and not stream.task.done():
             stream.task.cancel()
 
     def finish(self, stream: Stream) -> None:
         """The stream is over for this side: forget it."""
         stream.end()
+        self._release_stream(stream)
         if self.streams.get(stream.id) is stream:
             del self.streams[stream.id]
         self._maybe_idle()
+
+    # -- receive credit and the request budget ----------------------------------------------------------------
+    def _release_stream(self, stream: Stream) -> None:
+        held, stream.held = stream.held, 0
+        self._release(held)
+
+    def _release(self, size: int) -> None:
+        """``size`` received bytes are no longer held: return budget bytes this connection no longer needs,
+        then extend the client's window again."""
+        if not size:
+            return
+        self.held -= size
+        surplus = self.charged - max(0, self.recv_window + self.held - DEFAULT_WINDOW)
+        if surplus > 0:
+            self.charged -= surplus
+            self.budget.give(surplus)
+        self._replenish()
+
+    def _replenish(self) -> bool:
+        """Top the connection's window up to CONNECTION_WINDOW once it is half spent, as far as the budget
+        allows; with nothing to give, wait for the budget. Returns whether the window grew (or needs nothing)."""
+        want = CONNECTION_WINDOW - self.recv_window
+        if want < CONNECTION_WINDOW // 2 or self.transport is None or self.transport.is_closing():
+            return True
+        need = self.recv_window + self.held + want - DEFAULT_WINDOW - self.charged
+        if need > 0:
+            got = self.budget.take_up_to(need)
+            self.charged += got
+            want -= need - got
+        if want <= 0:
+            if not self.awaiting_credit:
+                self.awaiting_credit = True
+                self.budget.wait(self._retry_credit)
+            return False
+        self.recv_window += want
+        self.transport.write(window_update(0, want))
+        return True
+
+    def _retry_credit(self) -> bool:
+        self.awaiting_credit = False
+        if self.transport is None or self.transport.is_closing():
+            return True
+        if self._replenish():
+            return True
+        self.budget.forget(self._retry_credit)  # it stays first in line, where the budget keeps it
+        self.awaiting_credit = True
+        return False
 
     def _wake_senders(self) -> None:
         waiters, self.window_waiters = self.window_waiters, []
@@ -433,6 +532,14 @@ class H2Connection(asyncio.Protocol):
     def close_when_idle(self) -> None:
         """Shutdown: GOAWAY (no new streams), answer the streams already open, then close."""
         self.go_away(NO_ERROR, close_now=False)
+
+    def start_drain(self) -> None:
+        """The listener drains: GOAWAY with the highest possible stream id (streams keep being accepted) and a
+        PING; its ACK proves every stream the client opened before it has arrived, and the final GOAWAY follows."""
+        if not self.preface_seen or self.going_away or self.transport is None or self.transport.is_closing():
+            return  # (a connection whose preface is still to come drains once it arrives)
+        goaway = frame(GOAWAY, 0, 0, LAST_POSSIBLE_STREAM.to_bytes(4, "big") + NO_ERROR.to_bytes(4, "big"))
+        self.transport.write(goaway + frame(PING, 0, 0, DRAIN_PING))
 
     def go_away(self, code: int, *, close_now: bool = True, debug: bytes = b"") -> None:
         if self.transport is None or self.transport.is_closing():
@@ -456,7 +563,19 @@ class H2Connection(asyncio.Protocol):
         if self.going_away and not self.streams:
             self.transport.close()
 
-    def idle_timeout(self) -> None:
-        self.idle_since = None
-        if not any(stream.task is not None for stream in self.streams.values()):
-            self.go_away(NO_ERROR)  # idle, or only requests that stopped arriving
+    def tick(self, now: float) -> None:
+        """The listener's sweep: each request's read deadline, a header block's, then the idle timeout."""
+        deadline = now - self.limits.request_read_timeout_s
+        if self.header_block_since is not None and self.header_block_since < deadline:
+            self.go_away(PROTOCOL_ERROR, debug=b"header block not completed in time")
+            return
+        for stream in [
+            s for s in self.streams.values() if s.task is None and not s.done and s.opened_at < deadline
+        ]:
+            self.request_timed_out(stream)
+            self.transport.write(rst_stream(stream.id, NO_ERROR))
+        idle_timeout = self.limits.idle_timeout_s
+        if idle_timeout and self.idle_since is not None and now - self.idle_since >= idle_timeout:
+            self.idle_since = None
+            if not any(stream.task is not None for stream in self.streams.values()):
+                self.go_away(NO_ERROR)  # idle, or only requests that stopped arriving

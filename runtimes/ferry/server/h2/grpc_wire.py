@@ -80,6 +80,13 @@ class GrpcConnection(H2Connection):
             f"request message larger than the limit of {self.max_message_bytes} bytes (max_grpc_message_bytes)",
         )
 
+    def request_timed_out(self, stream: Stream) -> None:
+        self._end_early(
+            stream,
+            Status.UNAVAILABLE,
+            f"request not received within {self.limits.request_read_timeout_s:g} s (request_read_timeout_s)",
+        )
+
     def request_complete(self, stream: Stream) -> None:
         headers = stream.headers
         if headers.get(":method") != "POST":
@@ -170,9 +177,10 @@ class GrpcConnection(H2Connection):
 class H2GrpcServer(Listener):
     protocol = GrpcConnection
     name = "gRPC connections"
+    stop_accepting_first = True
 
-    def __init__(self, service: InferenceService, *, max_message_bytes: int, idle_timeout_s: float = 75.0):
-        super().__init__(idle_timeout_s=idle_timeout_s)
+    def __init__(self, service: InferenceService, *, max_message_bytes: int, limits=None, budget=None):
+        super().__init__(limits, budget)
         self.service = service
         self.max_message_bytes = max_message_bytes
         self.max_body_bytes = max_message_bytes + 5  # one length-prefixed message

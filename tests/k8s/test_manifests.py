@@ -854,3 +854,23 @@ def test_knative_patch_enables_what_the_gpu_services_use() -> None:
                 used |= {flag for field, flag in flags.items() if spec.get(field)}
     assert "kubernetes.podspec-tolerations" in used  # the GPU services do use one
     assert {flag: patch["data"].get(flag) for flag in used} == dict.fromkeys(used, "enabled")
+
+
+def test_ferry_runtimes_drain_within_the_grace_period() -> None:
+    """Each Ferry runtime's container: a preStop covering endpoint propagation, then --drain_seconds and
+    --drain_timeout_s, all inside the pod's grace period (ServingRuntimes cannot set it: Kubernetes' 30 s)."""
+    runtimes = [
+        d
+        for d in everything()
+        if d["kind"] == "ClusterServingRuntime"
+        and d["spec"]["containers"][0]["image"].split("/")[-1].split(":")[0]
+        in {"predictor", "predictor-onnx", "predictor-gpu", "transformer", "explainer"}
+    ]
+    assert len(runtimes) >= 5, [doc_id(d) for d in runtimes]
+    for doc in runtimes:
+        container = doc["spec"]["containers"][0]
+        flags = dict(a.removeprefix("--").split("=", 1) for a in container["args"] if a.startswith("--"))
+        pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
+        assert pre_stop[0] == "sleep", doc_id(doc)
+        total = float(pre_stop[1]) + float(flags["drain_seconds"]) + float(flags["drain_timeout_s"])
+        assert float(flags["drain_seconds"]) > 0 and total <= 30, (doc_id(doc), total)

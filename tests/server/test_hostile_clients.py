@@ -349,12 +349,18 @@ def test_http2_streams_held_open_are_slowed_by_flow_control_not_buffered(churn):
 
 
 def test_sigterm_under_keep_alive_load_loses_no_request(churn):
-    """32 keep-alive HTTP clients (httpx pools) keep sending; SIGTERM after 2 s. Every request that was sent is
-    answered, or refused before the server read it (connection refused; a 503 that says so): none is lost under
-    a closing connection. Requests keep being answered in the drain window."""
+    """32 keep-alive HTTP clients (httpx pools) and 8 gRPC channels keep sending; SIGTERM after 2 s. Every request
+    that was sent is answered, or refused before the server read it (connection refused; a 503 that says so):
+    none is lost under a closing connection, and none hangs. Requests keep being answered in the drain window,
+    over both protocols."""
     server = churn("--drain_seconds=2")
     stop_at = [float("inf")]
-    outcomes: dict[str, int] = {"answered": 0, "answered_after_sigterm": 0, "refused": 0}
+    outcomes: dict[str, int] = {
+        "answered": 0,
+        "answered_after_sigterm": 0,
+        "grpc_after_sigterm": 0,
+        "refused": 0,
+    }
     lost: list[str] = []
     lock = threading.Lock()
 
@@ -384,7 +390,34 @@ def test_sigterm_under_keep_alive_load_loses_no_request(churn):
                 assert response.status_code == 200, response.text
                 record("answered")
 
+    x = np.array([[0.1, 0.2, 0.3, 0.4]], dtype=np.float32)
+    request = pb.ModelInferRequest(
+        model_name="churn",
+        inputs=[pb.ModelInferRequest.InferInputTensor(name="input-0", datatype="FP32", shape=[1, 4])],
+        raw_input_contents=[x.tobytes()],
+    )
+
+    def grpc_client() -> None:
+        with grpc.insecure_channel(server.grpc_address) as channel:
+            stub = Stub(channel)
+            while True:
+                try:
+                    stub.ModelInfer(request, timeout=10)
+                except grpc.RpcError as exc:
+                    detail = exc.details() or ""
+                    # grpc-core says "failed to connect" when no connection was made: the call was never sent.
+                    refused = (
+                        exc.code() == grpc.StatusCode.UNAVAILABLE and "failed to connect" in detail.lower()
+                    )
+                    record("refused" if refused else "lost", f"{exc.code()}: {detail}")
+                    return
+                record("answered")
+                if time.monotonic() > stop_at[0]:
+                    with lock:
+                        outcomes["grpc_after_sigterm"] += 1
+
     threads = [threading.Thread(target=http_client) for _ in range(32)]
+    threads += [threading.Thread(target=grpc_client) for _ in range(8)]
     for thread in threads:
         thread.start()
     time.sleep(2)
@@ -396,5 +429,7 @@ def test_sigterm_under_keep_alive_load_loses_no_request(churn):
     print(f"\nSIGTERM under keep-alive load: {outcomes}, lost {len(lost)}")
     assert not lost, lost[:5]
     assert exit_code == 0
-    assert outcomes["answered_after_sigterm"] > 0  # the drain window answered
-    assert outcomes["refused"] == 32  # every client ended on a clear refusal
+    assert (
+        outcomes["answered_after_sigterm"] > 0 and outcomes["grpc_after_sigterm"] > 0
+    )  # the drain window answered
+    assert outcomes["refused"] == 40  # every client ended on a clear refusal

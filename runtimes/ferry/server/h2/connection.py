@@ -123,6 +123,7 @@ class H2Connection(asyncio.Protocol):
         self.needed = 0  # bytes the buffer must hold before the next frame can be parsed
         self.preface_seen = False
         self.discarding = False  # a refused connection: everything it sends is dropped
+        self.drain_after_answer = False  # the listener drains: GOAWAY once a first stream has been answered
         self.streams: dict[int, Stream] = {}
         self.last_stream_id = 0
         self.going_away = False  # GOAWAY sent or received: no new streams; close once the last one ends
@@ -280,7 +281,7 @@ class H2Connection(asyncio.Protocol):
             frame(SETTINGS, 0, 0, settings) + (window_update(0, granted) if granted else b"")
         )
         if self.server.draining:
-            self.start_drain()
+            self.start_drain()  # (deferred until a first answer: see start_drain)
 
     def _not_http2(self) -> None:
         """Something other than HTTP/2 (often an HTTP/1.1 client on the wrong port): say so, then close."""
@@ -473,6 +474,8 @@ class H2Connection(asyncio.Protocol):
         self._release_stream(stream)
         if self.streams.get(stream.id) is stream:
             del self.streams[stream.id]
+        if self.drain_after_answer:
+            self.start_drain()
         self._maybe_idle()
 
     # -- receive credit and the request budget ----------------------------------------------------------------
@@ -538,6 +541,13 @@ class H2Connection(asyncio.Protocol):
         PING; its ACK proves every stream the client opened before it has arrived, and the final GOAWAY follows."""
         if not self.preface_seen or self.going_away or self.transport is None or self.transport.is_closing():
             return  # (a connection whose preface is still to come drains once it arrives)
+        if not self.last_stream_id:
+            # A connection that has carried no stream yet (often one opened in the window) is told only after
+            # its first answer: a client told to go before it could send anything reconnects, is told again,
+            # and backs off until its calls' deadlines pass (grpc-core does).
+            self.drain_after_answer = True
+            return
+        self.drain_after_answer = False
         goaway = frame(GOAWAY, 0, 0, LAST_POSSIBLE_STREAM.to_bytes(4, "big") + NO_ERROR.to_bytes(4, "big"))
         self.transport.write(goaway + frame(PING, 0, 0, DRAIN_PING))
 

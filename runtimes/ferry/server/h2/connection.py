@@ -22,12 +22,14 @@ import struct
 
 from ferry.server.h2.frames import (
     ACK,
+    CANCEL,
     CONTINUATION,
     DATA,
     DEFAULT_FRAME_SIZE,
     DEFAULT_WINDOW,
     END_HEADERS,
     END_STREAM,
+    ENHANCE_YOUR_CALM,
     FLOW_CONTROL_ERROR,
     FRAME_SIZE_ERROR,
     GOAWAY,
@@ -67,6 +69,13 @@ CONNECTION_WINDOW = 1 << 24
 FRAME_LIMIT = 1 << 20  # largest frame a client may send us
 HEADER_LIST_LIMIT = 1 << 16
 LAST_POSSIBLE_STREAM = (1 << 31) - 1
+# Rapid reset (CVE-2023-44487): a client that cancels more than this many of its own requests while they are
+# still in progress, and more than half of those it opened, is told ENHANCE_YOUR_CALM and disconnected.
+RESET_ALLOWANCE = 1000
+# PING and SETTINGS each cost an answer: a client may send a burst of CONTROL_BURST, then CONTROL_PER_S a second;
+# beyond that it is told ENHANCE_YOUR_CALM and disconnected (a flood would otherwise hold the event loop).
+CONTROL_BURST = 1000
+CONTROL_PER_S = 100.0
 DRAIN_PING = b"ferrydrn"  # the PING whose ACK says every stream the client opened before the GOAWAY is in
 
 
@@ -124,6 +133,10 @@ class H2Connection(asyncio.Protocol):
         self.preface_seen = False
         self.discarding = False  # a refused connection: everything it sends is dropped
         self.drain_after_answer = False  # the listener drains: GOAWAY once a first stream has been answered
+        self.opened_streams = 0
+        self.control_allowance = float(CONTROL_BURST)
+        self.control_stamp = self.loop.time()
+        self.client_resets = 0  # streams the client cancelled while they were in progress
         self.streams: dict[int, Stream] = {}
         self.last_stream_id = 0
         self.going_away = False  # GOAWAY sent or received: no new streams; close once the last one ends
@@ -173,6 +186,15 @@ class H2Connection(asyncio.Protocol):
         self.discarding = True
         goaway = frame(GOAWAY, 0, 0, bytes(4) + REFUSED_STREAM.to_bytes(4, "big") + reason.encode())
         self.transport.write(frame(SETTINGS, 0, 0) + goaway)
+
+    # Writing faster than the client reads (a flood of PINGs or SETTINGS whose ACKs it never reads, or answers it
+    # does not take): stop reading it until the transport's buffer drains, so the server holds a bounded amount.
+    def pause_writing(self) -> None:
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if not self.discarding:
+            self.transport.resume_reading()
 
     def connection_lost(self, exc) -> None:
         self.server.forget(self)
@@ -246,6 +268,7 @@ class H2Connection(asyncio.Protocol):
                 if stream_id or size != 8:
                     raise ProtocolViolation(PROTOCOL_ERROR, "malformed PING")
                 if not flags & ACK:
+                    self._spend_control_allowance()
                     self.transport.write(frame(PING, ACK, 0, payload))
                 elif (
                     payload == DRAIN_PING
@@ -257,6 +280,11 @@ class H2Connection(asyncio.Protocol):
                 stream = self.streams.pop(stream_id, None)
                 if stream is not None:
                     self.cancel(stream)
+                    self.client_resets += 1
+                    if self.client_resets > RESET_ALLOWANCE and self.client_resets * 2 > self.opened_streams:
+                        raise ProtocolViolation(
+                            ENHANCE_YOUR_CALM, "too many requests cancelled (rapid reset)"
+                        )
                     self._maybe_idle()
             elif kind == GOAWAY:
                 self.going_away = True
@@ -265,6 +293,16 @@ class H2Connection(asyncio.Protocol):
                 raise ProtocolViolation(PROTOCOL_ERROR, "clients cannot push")
             # PRIORITY and unknown frame types are ignored, as the RFC asks.
         return offset
+
+    def _spend_control_allowance(self) -> None:
+        now = self.loop.time()
+        self.control_allowance = min(
+            CONTROL_BURST, self.control_allowance + (now - self.control_stamp) * CONTROL_PER_S
+        )
+        self.control_stamp = now
+        self.control_allowance -= 1
+        if self.control_allowance < 0:
+            raise ProtocolViolation(ENHANCE_YOUR_CALM, "too many PING or SETTINGS frames")
 
     def _send_preface(self) -> None:
         """The server's preface, once the client's has arrived (so an HTTP/1.1 client gets a readable 400)."""
@@ -297,6 +335,7 @@ class H2Connection(asyncio.Protocol):
             raise ProtocolViolation(FRAME_SIZE_ERROR if len(payload) % 6 else PROTOCOL_ERROR, "bad SETTINGS")
         if flags & ACK:
             return
+        self._spend_control_allowance()
         for key, value in struct.iter_unpack(">HI", payload):
             if key == INITIAL_WINDOW_SIZE:
                 if value > MAX_WINDOW:
@@ -371,6 +410,7 @@ class H2Connection(asyncio.Protocol):
             return
         self.idle_since = self.loop.time()
         stream = self.streams[stream_id] = Stream(stream_id, self.peer_stream_window)
+        self.opened_streams += 1
         stream.opened_at = self.idle_since
         stream.headers = headers
         stream.metadata = metadata
@@ -441,7 +481,13 @@ class H2Connection(asyncio.Protocol):
             if allowed <= 0:
                 waiter = self.loop.create_future()
                 self.window_waiters.append(waiter)
-                await waiter
+                try:  # a client that grants no window for as long as a request may take to arrive loses it
+                    await asyncio.wait_for(waiter, self.limits.request_read_timeout_s)
+                except TimeoutError:
+                    log.info("HTTP/2 stream %d: no flow-control window for the answer; reset", sid)
+                    self.reset(stream, CANCEL)
+                    stream.end()
+                    return
                 if stream.done or self.transport.is_closing():
                     return
                 continue

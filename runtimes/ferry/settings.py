@@ -110,7 +110,7 @@ class ServerSettings(BaseModel):
         5.0,
         ge=0,
         description="On SIGTERM, how long requests on open connections are still answered (each with "
-        "Connection: close, or after GOAWAY) before idle connections close; ends early once none is open.",
+        "Connection: close, or after GOAWAY) before idle connections close; ends early after 0.5 s without any.",
     )
     drain_timeout_s: float = Field(
         30.0, ge=0, description="After the drain window, how long in-flight work may finish."

@@ -1,7 +1,11 @@
 """The predictor killed and restarted under load: the explainer answers 502/503 within its predictor timeout
-while the predictor is gone, and recovers by itself once it is back (V1 and V2 to the predictor)."""
+while the predictor is gone, and recovers by itself once it is back (V1 and V2 to the predictor). And a rolling
+restart: the predictor stopped with SIGTERM under load loses none of the explainer's requests: while it drains,
+every explanation is answered 200."""
 
 from __future__ import annotations
+
+import signal
 
 import httpx
 import pytest
@@ -52,3 +56,53 @@ def test_predictor_killed_and_restarted_under_load(protocol, demo, tmp_path):
     assert all("predictor" in o.body for o in down if o.status == 502)
     assert summary["down"]["max_s"] <= PREDICTOR_TIMEOUT_S + 0.5, summary
     assert timeline.recovered_within() <= 2.0, summary
+
+
+def test_predictor_rolling_restart_under_load_loses_nothing(demo, tmp_path):
+    port = free_port()
+    drain_s = 2.0
+
+    def predictor():
+        return start_predictor(
+            demo / "churn" / "onnx", tmp_path / "predictor.log", f"--drain_seconds={drain_s}", port=port
+        )
+
+    running = predictor()
+    explainer = start_explainer(
+        tmp_path / "explainer.log",
+        f"--predictor_host=127.0.0.1:{port}",
+        "--predictor_protocol=v1",
+        f"--reference_uri={demo / 'churn' / 'reference.csv'}",
+        "--explainer_type=KernelShap",
+        f"--predictor_timeout_s={PREDICTOR_TIMEOUT_S}",
+        "--max_workers=2",
+    )
+    client = httpx.Client(timeout=PREDICTOR_TIMEOUT_S * 5)
+    restarted = []
+
+    def send():
+        return post(client, f"{explainer.url}/v1/models/churn:explain", {"instances": [EXAMPLE_INSTANCE]})
+
+    try:
+        timeline = kill_and_restart_under_load(
+            send,
+            running,
+            lambda: restarted.append(predictor()),
+            clients=2,
+            stop_signal=signal.SIGTERM,
+            down_s=1.0,
+        )
+    finally:
+        client.close()
+        explainer.stop()
+        for proc in [running, *restarted]:
+            proc.stop()
+    summary = timeline.save("explainer-predictor-rolling-restart")
+    draining = timeline.phase(timeline.killed_at, timeline.killed_at + drain_s - 0.3)
+    assert set(summary["before"]["statuses"]) == {200}, summary
+    assert draining and all(o.status == 200 for o in draining), [(o.status, o.body) for o in draining][:5]
+    assert all(o.status in (200, 502, 503) for o in timeline.outcomes), summary
+    assert timeline.recovered_within() <= 2.0, summary
+    print(
+        f"\nrolling restart (explainer): {len(draining)} explanations answered 200 while the predictor drained"
+    )

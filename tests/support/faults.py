@@ -27,6 +27,7 @@ class Outcome:
 @dataclass
 class Timeline:
     killed_at: float = 0.0
+    exited_at: float = 0.0
     restart_began: float = 0.0
     restarted_at: float = 0.0
     outcomes: list[Outcome] = field(default_factory=list)
@@ -91,12 +92,14 @@ def kill_and_restart_under_load(
     restart: Callable[[], object],
     *,
     clients: int = 4,
+    stop_signal: int = signal.SIGKILL,
     before_s: float = 2.0,
     down_s: float = 3.0,
     after_s: float = 4.0,
 ) -> Timeline:
-    """``clients`` threads call ``send`` in a loop; ``dependency`` is SIGKILLed after ``before_s``, ``restart()``
-    (which returns once it is ready again) runs ``down_s`` later, and the load goes on ``after_s`` more."""
+    """``clients`` threads call ``send`` in a loop; ``dependency`` is sent ``stop_signal`` (SIGKILL, or SIGTERM for
+    a graceful stop) after ``before_s`` and waited for, ``restart()`` (which returns once it is ready again) runs
+    ``down_s`` after it exited, and the load goes on ``after_s`` more."""
     timeline, stop = Timeline(), threading.Event()
     started = time.monotonic()
     lock = threading.Lock()
@@ -113,7 +116,8 @@ def kill_and_restart_under_load(
         thread.start()
     time.sleep(before_s)
     timeline.killed_at = time.monotonic() - started
-    dependency.stop(signal.SIGKILL)
+    dependency.stop(stop_signal)
+    timeline.exited_at = time.monotonic() - started
     time.sleep(down_s)
     timeline.restart_began = time.monotonic() - started
     restart()

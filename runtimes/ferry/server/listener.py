@@ -6,7 +6,7 @@ needs sub-second precision), and the two steps of a shutdown:
 1. ``drain(window_s)``: readiness is already false; requests keep being answered on open connections (and new
    ones, which a load balancer may still send while endpoints propagate), but each answer tells the client to
    go (``Connection: close``; GOAWAY), so connections end one by one after an answer, never under a request.
-   The window ends early once no connection is open.
+   The window ends early once no connection has opened, closed or stayed open for half a second.
 2. ``shutdown(timeout_s)``: close idle connections; let busy ones finish what they have received (each closes
    itself once idle); close whatever is still busy after the timeout. A connection opened meanwhile is refused
    in words (a 503; GOAWAY) rather than by a reset, and the listening socket closes last.
@@ -72,6 +72,7 @@ class Listener:
         self.closing = False  # no longer accepting
         self.draining = False  # answering, but telling every client to go
         self.refused_connections = 0
+        self.last_change = 0.0  # loop time a connection last opened or closed
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task | None = None
 
@@ -90,6 +91,7 @@ class Listener:
             reason = f"this server has its limit of {self.limits.max_connections} open connections"
         else:
             self.connections.add(connection)
+            self.last_change = asyncio.get_running_loop().time()
             return True
         self.refused_connections += 1
         self.refusing.add(connection)
@@ -104,6 +106,7 @@ class Listener:
         """A connection has closed."""
         self.connections.discard(connection)
         self.refusing.discard(connection)
+        self.last_change = asyncio.get_running_loop().time()
 
     async def _sweep(self) -> None:
         """Each connection checks its idle timeout and read deadline (to within a quarter of the shorter, at
@@ -128,7 +131,11 @@ class Listener:
             connection.start_drain()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + window_s
-        while self.connections and loop.time() < deadline:
+        # Clients told to go reconnect at once: only a quiet spell (no connection, none opened or closed) means
+        # they have gone elsewhere.
+        while loop.time() < deadline:
+            if not self.connections and loop.time() - self.last_change >= LATE_REQUEST_GRACE_S:
+                break
             await asyncio.sleep(0.02)
 
     async def shutdown(self, timeout_s: float) -> None:

@@ -135,6 +135,11 @@ class _Connection(asyncio.Protocol):
                 self.transport.close()
             elif isinstance(exc.__context__, _HeadTooLarge):
                 self._end_with(431, str(exc.__context__))
+            elif isinstance(
+                exc, httptools.parser.errors.HttpParserCallbackError
+            ):  # a defect of ours, not theirs
+                log.error("HTTP parser callback failed", exc_info=exc.__context__)
+                self._end_with(500, "internal error")
             else:
                 self._end_with(400, f"malformed HTTP request: {exc}")
 
@@ -292,6 +297,7 @@ class _Connection(asyncio.Protocol):
             self.parser.should_keep_alive(),
             charged,
         )
+        self.server.requests_read += 1
         if self.task is None:
             self.task = self.loop.create_task(self._serve(request))
         else:
@@ -316,6 +322,7 @@ class _Connection(asyncio.Protocol):
             # Draining: answer what has been read, the last with Connection: close.
             leaving = self.closing or self.server.draining
             close = not keep_alive or (leaving and not self.pending and self.final is None)
+            self.server.requests_answered += 1
             self.transport.write(
                 render(
                     response.status,
@@ -406,3 +413,10 @@ class HttpServer(Listener):
         super().__init__(limits, budget)
         self.app = app
         self.max_body_bytes = app.max_body_bytes  # the app's limit, enforced here while the body is read
+        # Whole requests read and handed to the app, and answered: equal after a shutdown unless one was lost.
+        self.requests_read = 0
+        self.requests_answered = 0
+
+    async def shutdown(self, timeout_s: float) -> None:
+        await super().shutdown(timeout_s)
+        log.info("HTTP: %d requests read, %d answered", self.requests_read, self.requests_answered)

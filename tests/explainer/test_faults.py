@@ -106,3 +106,33 @@ def test_predictor_rolling_restart_under_load_loses_nothing(demo, tmp_path):
     print(
         f"\nrolling restart (explainer): {len(draining)} explanations answered 200 while the predictor drained"
     )
+
+
+def test_the_explainer_has_the_transports_limits_and_budget(demo, tmp_path):
+    """The explainer serves on the same transports as the predictor, with the same flags: a head over the limit
+    is a 431, a connection over the cap a readable 503, and the request budget is reported."""
+    import socket
+    import time
+
+    predictor = start_predictor(demo / "churn" / "onnx", tmp_path / "predictor.log")
+    explainer = start_explainer(
+        tmp_path / "explainer.log",
+        f"--predictor_host=127.0.0.1:{predictor.http_port}",
+        f"--reference_uri={demo / 'churn' / 'reference.csv'}",
+        "--explainer_type=KernelShap",
+        "--max_request_headers=10",
+        "--max_connections=3",
+    )
+    try:
+        headers = {f"x-h{i}": "v" for i in range(20)}
+        assert httpx.get(f"{explainer.url}/v2/health/live", headers=headers, timeout=10).status_code == 431
+        held = [socket.create_connection(("127.0.0.1", explainer.http_port), timeout=5) for _ in range(3)]
+        with socket.create_connection(("127.0.0.1", explainer.http_port), timeout=5) as extra:
+            assert b"limit of 3 open connections" in extra.recv(4096)
+        for sock in held:
+            sock.close()
+        time.sleep(0.2)
+        assert "ferry_buffered_request_bytes 0.0" in httpx.get(f"{explainer.url}/metrics", timeout=10).text
+    finally:
+        explainer.stop()
+        predictor.stop()

@@ -6,6 +6,7 @@ every one is answered 200 (its answers tell the transformer's pooled connections
 from __future__ import annotations
 
 import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -121,3 +122,30 @@ def test_predictor_rolling_restart_under_load_loses_nothing(protocol, sqlite_rep
     print(
         f"\nrolling restart ({protocol}): {len(draining)} requests answered 200 while the predictor drained; {summary}"
     )
+
+
+def test_the_transformer_has_the_transports_limits_and_budget(sqlite_repo, predictor, tmp_path):
+    """The transformer serves on the same transports as the predictor, with the same flags: a head over the
+    limit is a 431, a connection over the cap a readable 503, and the request budget is reported."""
+    import socket
+
+    front = transformer(
+        sqlite_repo,
+        tmp_path / "transformer.log",
+        f"--predictor_host={predictor.url}",
+        "--predictor_protocol=v2",
+        "--max_request_headers=10",
+        "--max_connections=3",
+    )
+    try:
+        headers = {f"x-h{i}": "v" for i in range(20)}
+        assert httpx.get(f"{front.url}/v2/health/live", headers=headers, timeout=10).status_code == 431
+        held = [socket.create_connection(("127.0.0.1", front.http_port), timeout=5) for _ in range(3)]
+        with socket.create_connection(("127.0.0.1", front.http_port), timeout=5) as extra:
+            assert b"limit of 3 open connections" in extra.recv(4096)
+        for sock in held:
+            sock.close()
+        time.sleep(0.2)
+        assert "ferry_buffered_request_bytes 0.0" in httpx.get(f"{front.url}/metrics", timeout=10).text
+    finally:
+        front.stop()

@@ -27,6 +27,7 @@ from ferry.server.h2.frames import (
     DATA,
     DEFAULT_FRAME_SIZE,
     DEFAULT_WINDOW,
+    ENABLE_PUSH,
     END_HEADERS,
     END_STREAM,
     ENHANCE_YOUR_CALM,
@@ -42,14 +43,17 @@ from ferry.server.h2.frames import (
     NO_ERROR,
     PING,
     PREFACE,
+    PRIORITY,
     PRIORITY_FLAG,
     PROTOCOL_ERROR,
     PUSH_PROMISE,
     REFUSED_STREAM,
     RST_STREAM,
     SETTINGS,
+    STREAM_CLOSED,
     WINDOW_UPDATE,
     HeaderDecoder,
+    MalformedHeaders,
     ProtocolViolation,
     frame,
     read_head,
@@ -69,6 +73,7 @@ CONNECTION_WINDOW = 1 << 24
 FRAME_LIMIT = 1 << 20  # largest frame a client may send us
 HEADER_LIST_LIMIT = 1 << 16
 LAST_POSSIBLE_STREAM = (1 << 31) - 1
+CLOSED_MEMORY = 1024  # recently closed streams remembered, to tell a late frame from a frame in error
 # Rapid reset (CVE-2023-44487): a client that cancels more than this many of its own requests while they are
 # still in progress, and more than half of those it opened, is told ENHANCE_YOUR_CALM and disconnected.
 RESET_ALLOWANCE = 1000
@@ -88,6 +93,7 @@ class Stream:
         "id",
         "metadata",
         "opened_at",
+        "request_ended",
         "send_window",
         "size",
         "task",
@@ -103,6 +109,7 @@ class Stream:
         self.size = 0
         self.held = 0  # flow-controlled bytes received for this stream and still held (the budget's share)
         self.opened_at = 0.0
+        self.request_ended = False  # the client's END_STREAM is in: it may send nothing more on the stream
         self.unacknowledged = 0  # bytes received on this stream not yet returned with WINDOW_UPDATE
         self.send_window = send_window
         self.task: asyncio.Task | None = None  # the application's work on this stream, cancelled with it
@@ -139,6 +146,9 @@ class H2Connection(asyncio.Protocol):
         self.client_resets = 0  # streams the client cancelled while they were in progress
         self.streams: dict[int, Stream] = {}
         self.last_stream_id = 0
+        # Recently closed streams: id -> whether the client's late frames on it are dropped (the server ended
+        # the stream while the client could still send) rather than a STREAM_CLOSED error (RFC 9113 section 5.1).
+        self.closed_streams: dict[int, bool] = {}
         self.going_away = False  # GOAWAY sent or received: no new streams; close once the last one ends
         self.headers = HeaderDecoder(HEADER_LIST_LIMIT)
         self.continuation: tuple[int, int, bytearray] | None = None  # (stream id, flags, block so far)
@@ -265,8 +275,10 @@ class H2Connection(asyncio.Protocol):
             elif kind == SETTINGS:
                 self._on_settings(stream_id, flags, payload)
             elif kind == PING:
-                if stream_id or size != 8:
-                    raise ProtocolViolation(PROTOCOL_ERROR, "malformed PING")
+                if stream_id:
+                    raise ProtocolViolation(PROTOCOL_ERROR, "PING on a stream")
+                if size != 8:
+                    raise ProtocolViolation(FRAME_SIZE_ERROR, "PING must be 8 bytes")
                 if not flags & ACK:
                     self._spend_control_allowance()
                     self.transport.write(frame(PING, ACK, 0, payload))
@@ -277,9 +289,14 @@ class H2Connection(asyncio.Protocol):
             elif kind == WINDOW_UPDATE:
                 self._on_window_update(stream_id, payload)
             elif kind == RST_STREAM:
+                if size != 4:
+                    raise ProtocolViolation(FRAME_SIZE_ERROR, "RST_STREAM must be 4 bytes")
+                if self._idle(stream_id):
+                    raise ProtocolViolation(PROTOCOL_ERROR, f"RST_STREAM on idle stream {stream_id}")
                 stream = self.streams.pop(stream_id, None)
                 if stream is not None:
                     self.cancel(stream)
+                    self._closed(stream_id, late_frames_dropped=False)
                     self.client_resets += 1
                     if self.client_resets > RESET_ALLOWANCE and self.client_resets * 2 > self.opened_streams:
                         raise ProtocolViolation(
@@ -287,11 +304,18 @@ class H2Connection(asyncio.Protocol):
                         )
                     self._maybe_idle()
             elif kind == GOAWAY:
+                if stream_id:
+                    raise ProtocolViolation(PROTOCOL_ERROR, "GOAWAY on a stream")
                 self.going_away = True
                 self._maybe_idle()
             elif kind == PUSH_PROMISE:
                 raise ProtocolViolation(PROTOCOL_ERROR, "clients cannot push")
-            # PRIORITY and unknown frame types are ignored, as the RFC asks.
+            elif kind == PRIORITY:  # its signal is ignored (RFC 9113 section 5.3.2), not its framing rules
+                if stream_id == 0:
+                    raise ProtocolViolation(PROTOCOL_ERROR, "PRIORITY on stream 0")
+                if size != 5:
+                    raise ProtocolViolation(FRAME_SIZE_ERROR, "PRIORITY must be 5 bytes")
+            # Unknown frame types are ignored, as the RFC asks.
         return offset
 
     def _spend_control_allowance(self) -> None:
@@ -344,6 +368,8 @@ class H2Connection(asyncio.Protocol):
                 for stream in self.streams.values():
                     stream.send_window += delta
                 self._wake_senders()
+            elif key == ENABLE_PUSH and value > 1:
+                raise ProtocolViolation(PROTOCOL_ERROR, f"ENABLE_PUSH {value} is not 0 or 1")
             elif key == MAX_FRAME_SIZE:
                 if not 16384 <= value <= 16777215:
                     raise ProtocolViolation(PROTOCOL_ERROR, f"MAX_FRAME_SIZE {value} out of range")
@@ -362,10 +388,18 @@ class H2Connection(asyncio.Protocol):
             if self.peer_window > MAX_WINDOW:
                 raise ProtocolViolation(FLOW_CONTROL_ERROR, "connection window above 2^31-1")
         else:
+            if self._idle(stream_id):
+                raise ProtocolViolation(PROTOCOL_ERROR, f"WINDOW_UPDATE on idle stream {stream_id}")
             stream = self.streams.get(stream_id)
             if stream is None:
                 return  # a stream that has ended; updates may cross its end
+            if not increment:
+                self._stream_error(stream_id, PROTOCOL_ERROR)
+                return
             stream.send_window += increment
+            if stream.send_window > MAX_WINDOW:
+                self._stream_error(stream_id, FLOW_CONTROL_ERROR)
+                return
         self._wake_senders()
 
     def _on_headers(self, stream_id: int, flags: int, payload: bytes) -> None:
@@ -394,19 +428,34 @@ class H2Connection(asyncio.Protocol):
             self._on_header_block(stream_id, first_flags, bytes(block))
 
     def _on_header_block(self, stream_id: int, flags: int, block: bytes) -> None:
-        headers, metadata = self.headers.decode(block)  # always: the decoder's table must follow every block
+        try:  # always decoded: the decoder's table must follow every block
+            headers, metadata = self.headers.decode(block, check=True)
+        except MalformedHeaders:
+            headers = metadata = None
         stream = self.streams.get(stream_id)
         if stream is not None:  # trailers from the client: only the end of the stream matters
-            if flags & END_STREAM:
+            if stream.request_ended:
+                self._stream_error(stream_id, STREAM_CLOSED)
+            elif headers is None or not flags & END_STREAM or any(name[0] == ":" for name in headers):
+                self._stream_error(stream_id, PROTOCOL_ERROR)  # malformed trailers (RFC 9113 section 8.1)
+            else:
                 self._complete(stream)
             return
         if stream_id % 2 == 0:
             raise ProtocolViolation(PROTOCOL_ERROR, f"stream {stream_id} is not a client stream")
         if stream_id <= self.last_stream_id:
-            return  # a stream that has already ended (trailers after an early answer): nothing to do
+            if stream_id not in self.closed_streams:  # never opened (RFC 9113 section 5.1.1)
+                raise ProtocolViolation(PROTOCOL_ERROR, f"stream {stream_id} is below the last one opened")
+            if not self.closed_streams[stream_id]:  # the client had ended it
+                raise ProtocolViolation(STREAM_CLOSED, f"HEADERS on closed stream {stream_id}")
+            return  # trailers after an early answer: nothing to do
         self.last_stream_id = stream_id
         if self.going_away or len(self.streams) >= MAX_STREAMS:
             self.transport.write(rst_stream(stream_id, REFUSED_STREAM))
+            self._closed(stream_id, late_frames_dropped=True)
+            return
+        if headers is None or not self._well_formed(headers):
+            self._stream_error(stream_id, PROTOCOL_ERROR)  # a malformed request (RFC 9113 section 8.1.1)
             return
         self.idle_since = self.loop.time()
         stream = self.streams[stream_id] = Stream(stream_id, self.peer_stream_window)
@@ -429,11 +478,13 @@ class H2Connection(asyncio.Protocol):
             raise ProtocolViolation(FLOW_CONTROL_ERROR, "DATA beyond the connection's flow-control window")
         self.held += size
         stream = self.streams.get(stream_id)
-        if stream is None or stream.done or stream.task is not None:
-            if stream_id > self.last_stream_id:
+        if stream is None or stream.done or stream.request_ended:
+            if self._idle(stream_id):
                 raise ProtocolViolation(PROTOCOL_ERROR, f"DATA on idle stream {stream_id}")
             self._release(size)
-            return  # a stream already answered (a refused body) or reset: drop the data
+            if stream.request_ended if stream is not None else not self.closed_streams.get(stream_id, False):
+                self._stream_error(stream_id, STREAM_CLOSED)  # after the client's END_STREAM or RST_STREAM
+            return  # a stream already answered (a refused body) or reset by the server: drop the data
         data = unpad(flags, payload)
         stream.size += len(data)
         if stream.size > self.max_body_bytes:
@@ -453,8 +504,38 @@ class H2Connection(asyncio.Protocol):
             stream.unacknowledged = 0
 
     def _complete(self, stream: Stream) -> None:
+        stream.request_ended = True
+        length = stream.headers.get("content-length")
+        if length is not None and length != str(stream.size):  # RFC 9113 section 8.1.1
+            self._stream_error(stream.id, PROTOCOL_ERROR)
+            return
         if not stream.done and stream.task is None:
             self.request_complete(stream)
+
+    def _idle(self, stream_id: int) -> bool:
+        """A stream the client has not opened (RFC 9113 section 5.1): only HEADERS and PRIORITY may name it."""
+        return stream_id % 2 == 0 or stream_id > self.last_stream_id
+
+    @staticmethod
+    def _well_formed(headers: dict[str, str]) -> bool:
+        """A request's pseudo-headers (RFC 9113 section 8.3.1): :method, :scheme and a non-empty :path."""
+        if headers.get(":method") == "CONNECT":  # section 8.5: :authority only (then answered 405 here)
+            return ":authority" in headers and ":scheme" not in headers and ":path" not in headers
+        return bool(headers.get(":method") and headers.get(":scheme") and headers.get(":path"))
+
+    def _closed(self, stream_id: int, *, late_frames_dropped: bool) -> None:
+        self.closed_streams[stream_id] = late_frames_dropped
+        if len(self.closed_streams) > CLOSED_MEMORY:
+            del self.closed_streams[next(iter(self.closed_streams))]
+
+    def _stream_error(self, stream_id: int, code: int) -> None:
+        """RST_STREAM with ``code`` (RFC 9113 section 5.4.2); the stream's work is cancelled."""
+        self.transport.write(rst_stream(stream_id, code))
+        stream = self.streams.pop(stream_id, None)
+        if stream is not None:
+            self.cancel(stream)
+            self._maybe_idle()
+        self._closed(stream_id, late_frames_dropped=True)
 
     # -- answering ---------------------------------------------------------------------------------------------
     async def respond(self, stream: Stream, head: bytes, body: bytes, trailers: bytes) -> None:
@@ -520,6 +601,7 @@ class H2Connection(asyncio.Protocol):
         self._release_stream(stream)
         if self.streams.get(stream.id) is stream:
             del self.streams[stream.id]
+            self._closed(stream.id, late_frames_dropped=not stream.request_ended)
         if self.drain_after_answer:
             self.start_drain()
         self._maybe_idle()

@@ -27,8 +27,16 @@ NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR = 0, 1, 2, 3
 STREAM_CLOSED, FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 5, 6, 7, 8, 9
 ENHANCE_YOUR_CALM = 11
 # Settings identifiers.
-HEADER_TABLE_SIZE, MAX_CONCURRENT_STREAMS, INITIAL_WINDOW_SIZE, MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE = (
+(
+    HEADER_TABLE_SIZE,
+    ENABLE_PUSH,
+    MAX_CONCURRENT_STREAMS,
+    INITIAL_WINDOW_SIZE,
+    MAX_FRAME_SIZE,
+    MAX_HEADER_LIST_SIZE,
+) = (
     0x1,
+    0x2,
     0x3,
     0x4,
     0x5,
@@ -39,6 +47,32 @@ DEFAULT_FRAME_SIZE = 16384
 MAX_WINDOW = (1 << 31) - 1
 
 FRAME_HEAD = struct.Struct(">HBBBI")  # 24-bit length as 16 + 8 bits, type, flags, stream id
+
+
+class MalformedHeaders(Exception):
+    """A header block that decodes but is malformed (RFC 9113 section 8.2): a stream error PROTOCOL_ERROR."""
+
+
+REQUEST_PSEUDO_HEADERS = frozenset((":method", ":scheme", ":path", ":authority"))
+CONNECTION_SPECIFIC = frozenset(
+    ("connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade")
+)
+
+
+def check_fields(fields: list[tuple[str, str]]) -> None:
+    """What RFC 9113 sections 8.2 and 8.3 ask of a request's (or trailers') field list, in its order: lowercase
+    names, no connection-specific fields, TE only "trailers", pseudo-headers first, known and not repeated."""
+    regular = False
+    seen = set()
+    for name, value in fields:
+        if name.startswith(":"):
+            if regular or name not in REQUEST_PSEUDO_HEADERS or name in seen:
+                raise MalformedHeaders(f"pseudo-header {name} misplaced, unknown or repeated")
+            seen.add(name)
+            continue
+        regular = True
+        if name != name.lower() or name in CONNECTION_SPECIFIC or (name == "te" and value != "trailers"):
+            raise MalformedHeaders(f"field {name!r} is not allowed in HTTP/2")
 
 
 class ProtocolViolation(Exception):
@@ -116,7 +150,9 @@ class HeaderDecoder:
         self.decoder = Decoder(max_header_list_size=max_header_list_size)
         self.cache: dict[bytes, tuple[dict[str, str], dict[str, str]]] = {}
 
-    def decode(self, block: bytes) -> tuple[dict[str, str], dict[str, str]]:
+    def decode(self, block: bytes, *, check: bool = False) -> tuple[dict[str, str], dict[str, str]]:
+        """``check``: raise MalformedHeaders for a block RFC 9113 forbids (``check_fields``); a connection passes
+        the same value for every block, since a cached block is not checked again."""
         cached = self.cache.get(block)
         if cached is not None:
             return cached
@@ -133,11 +169,13 @@ class HeaderDecoder:
         decoded = headers, {k: v for k, v in headers.items() if k[0] != ":" and not k.endswith("-bin")}
         # A block that left the decoder's table as it was (no insertion, no resize) means the same headers
         # every time it recurs, until some block changes the table.
-        if (len(entries), entries[0] if entries else None, table.maxsize) == before and (
+        unchanged = (len(entries), entries[0] if entries else None, table.maxsize) == before and (
             not entries or entries[0] is before[1]
-        ):
-            if len(self.cache) < self.CACHE_SIZE:
-                self.cache[bytes(block)] = decoded
-        else:
+        )
+        if not unchanged:
             self.cache.clear()
+        if check:
+            check_fields(fields)  # once the table has followed the block; a malformed block is never cached
+        if unchanged and len(self.cache) < self.CACHE_SIZE:
+            self.cache[bytes(block)] = decoded
         return decoded

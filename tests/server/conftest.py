@@ -40,6 +40,10 @@ def server(repo_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def kserve_server(repo_dir, tmp_path_factory):
     log = tmp_path_factory.mktemp("logs") / "kserve.log"
-    proc = start_predictor(repo_dir / "churn", log, "--server=kserve", "--model_name=churn")
+    # kserve.ModelServer's /v2/health/ready is true before its models have loaded (start_engine runs after it
+    # registers them); the model's own readiness is the truth.
+    proc = start_predictor(
+        repo_dir / "churn", log, "--server=kserve", "--model_name=churn", ready_path="/v2/models/churn/ready"
+    )
     yield proc
     proc.stop()

@@ -93,8 +93,10 @@ def start_predictor(
     env=None,
     http_port: int | None = None,
     grpc_port: int | None = None,
+    ready_path: str = "/v2/health/ready",
 ) -> ServerProcess:
-    """``ferry-predictor`` on loopback (free ports unless given), serving ``model_dir``."""
+    """``ferry-predictor`` on loopback (free ports unless given), serving ``model_dir``, once ``ready_path``
+    answers 200."""
     http_port, grpc_port = http_port or free_port(), grpc_port or free_port()
     command = [
         sys.executable,
@@ -106,7 +108,15 @@ def start_predictor(
         "--host=127.0.0.1",
         *flags,
     ]
-    return start(command, log_path, http_port=http_port, grpc_port=grpc_port, timeout=timeout, env=env)
+    return start(
+        command,
+        log_path,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        timeout=timeout,
+        env=env,
+        ready_path=ready_path,
+    )
 
 
 def start_all(jobs: dict[str, tuple]) -> dict[str, ServerProcess]:

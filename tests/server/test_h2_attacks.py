@@ -25,11 +25,12 @@ from support.h2client import (
     DATA,
     GOAWAY,
     HEADERS,
-    INFER,
     PING,
     RST_STREAM,
     SETTINGS,
     RawH2,
+    error_code,
+    grpc_headers,
     message,
 )
 from support.servers import start_predictor
@@ -42,14 +43,7 @@ REQUEST = pb.ModelInferRequest(
     inputs=[pb.ModelInferRequest.InferInputTensor(name="input-0", datatype="FP32", shape=[1, 4])],
     raw_input_contents=[X.tobytes()],
 )
-HEADERS_FIELDS = [
-    (":method", "POST"),
-    (":scheme", "http"),
-    (":path", INFER),
-    (":authority", "x"),
-    ("content-type", "application/grpc"),
-    ("te", "trailers"),
-]
+HEADERS_FIELDS = grpc_headers()
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +108,7 @@ def goaway_code(raw: RawH2, wait_s: float = 5.0) -> int | None:
     with contextlib.suppress(OSError):
         while (got := raw.read_frame()) is not None:
             if got[0] == GOAWAY:
-                return int.from_bytes(got[3][4:8], "big")
+                return error_code(got)
     return None
 
 
@@ -202,7 +196,7 @@ def test_a_client_that_grants_no_window_loses_its_answers_at_the_deadline(target
         raw.sock.settimeout(6)
         with contextlib.suppress(OSError):
             while len(resets) < 200 and (got := raw.read_frame()) is not None:
-                if got[0] == RST_STREAM and int.from_bytes(got[3], "big") == CANCEL:
+                if got[0] == RST_STREAM and error_code(got) == CANCEL:
                     resets.add(got[2])
                 elif got[0] == SETTINGS and not got[1] & 1:
                     raw.sock.sendall(raw.frame(SETTINGS, 1, 0))
@@ -231,11 +225,7 @@ def test_an_hpack_bomb_is_refused_at_the_header_list_limit(target):
             raw.sock.settimeout(5)
             while (got := raw.read_frame()) is not None:
                 if got[0] == GOAWAY or (got[0] == RST_STREAM and got[2] >= 3):
-                    kind = "GOAWAY" if got[0] == GOAWAY else "RST_STREAM"
-                    outcome = (
-                        kind,
-                        int.from_bytes(got[3][-4:] if kind == "RST_STREAM" else got[3][4:8], "big"),
-                    )
+                    outcome = ("GOAWAY" if got[0] == GOAWAY else "RST_STREAM", error_code(got))
                     break
         return {"attack_refused_with": outcome}
 

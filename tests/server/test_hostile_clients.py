@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from ferry.protocol import grpc_predict_v2_pb2 as pb
 from ferry.protocol.oip_grpc import Stub
-from support.h2client import DATA, GOAWAY, HEADERS, INFER, RST_STREAM, SETTINGS, WINDOW_UPDATE, RawH2
+from support.h2client import DATA, GOAWAY, HEADERS, RST_STREAM, SETTINGS, WINDOW_UPDATE, RawH2, grpc_headers
 from support.servers import start_predictor
 
 V1_BODY = b'{"instances": [[0.1, 0.2, 0.3, 0.4]]}'
@@ -237,14 +237,7 @@ def h2_flood(server, streams: int, per_stream: int, seconds: float) -> tuple[int
     answered any stream, streams answered before the end)."""
     raw = RawH2(server)
     raw.sock.setblocking(False)
-    headers = [
-        (":method", "POST"),
-        (":scheme", "http"),
-        (":path", INFER),
-        (":authority", "x"),
-        ("content-type", "application/grpc"),
-        ("te", "trailers"),
-    ]
+    headers = grpc_headers()
     stream_window = 65535
     connection_window, windows, sent = 65535, {}, {}
     ids = [1 + 2 * i for i in range(streams)]
@@ -259,33 +252,29 @@ def h2_flood(server, streams: int, per_stream: int, seconds: float) -> tuple[int
     before_answers = None
     answered, deadline = set(), time.monotonic() + seconds
     while time.monotonic() < deadline:
-        with contextlib.suppress(BlockingIOError):
-            data = raw.sock.recv(1 << 20)
-            if not data:
-                break
-            raw.buffer += data
-        while len(raw.buffer) >= 9 and len(raw.buffer) >= 9 + int.from_bytes(raw.buffer[:3], "big"):
-            size = int.from_bytes(raw.buffer[:3], "big")
-            kind, flags = raw.buffer[3], raw.buffer[4]
-            sid = int.from_bytes(raw.buffer[5:9], "big") & 0x7FFFFFFF
-            payload, raw.buffer = raw.buffer[9 : 9 + size], raw.buffer[9 + size :]
-            if kind == SETTINGS and not flags & 1:
-                for key, value in struct.iter_unpack(">HI", payload):
-                    if key == 4:
-                        stream_window = value
-                raw.sock.setblocking(True)
-                raw.sock.sendall(raw.frame(SETTINGS, 1, 0))
-                raw.sock.setblocking(False)
-            elif kind == WINDOW_UPDATE:
-                increment = int.from_bytes(payload, "big")
-                if sid == 0:
-                    connection_window += increment
-                else:
-                    windows[sid] = windows.get(sid, stream_window) + increment
-            elif kind in (HEADERS, RST_STREAM) and sid:
-                if not answered:
-                    before_answers = sum(sent.values())
-                answered.add(sid)
+        try:
+            while (got := raw.read_frame()) is not None:
+                kind, flags, sid, payload = got
+                if kind == SETTINGS and not flags & 1:
+                    for key, value in struct.iter_unpack(">HI", payload):
+                        if key == 4:
+                            stream_window = value
+                    raw.sock.setblocking(True)
+                    raw.sock.sendall(raw.frame(SETTINGS, 1, 0))
+                    raw.sock.setblocking(False)
+                elif kind == WINDOW_UPDATE:
+                    increment = int.from_bytes(payload, "big")
+                    if sid == 0:
+                        connection_window += increment
+                    else:
+                        windows[sid] = windows.get(sid, stream_window) + increment
+                elif kind in (HEADERS, RST_STREAM) and sid:
+                    if not answered:
+                        before_answers = sum(sent.values())
+                    answered.add(sid)
+            break  # the server closed the connection
+        except BlockingIOError:  # every frame that has arrived whole is read
+            pass
         if not outgoing:  # frames are composed only once the last ones are out (a send may be partial)
             for sid in ids:
                 window = min(

@@ -14,6 +14,24 @@ DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDO
 )
 
 
+def grpc_headers(path: str = INFER) -> list[tuple[str, str]]:
+    """The request headers of a gRPC call of ``path``."""
+    return [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", path),
+        (":authority", "x"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ]
+
+
+def error_code(frame: tuple[int, int, int, bytes]) -> int:
+    """The error code of a RST_STREAM or GOAWAY frame as ``RawH2.read_frame`` returns it."""
+    kind, _, _, payload = frame
+    return int.from_bytes(payload[4:8] if kind == GOAWAY else payload[:4], "big")
+
+
 class RawH2:
     """Just enough HTTP/2 to send what we like and read frames back."""
 
@@ -32,19 +50,14 @@ class RawH2:
         )
 
     def call(self, stream: int, body: bytes, path: str = INFER, **extra: str) -> None:
-        headers = {
-            ":method": "POST",
-            ":scheme": "http",
-            ":path": path,
-            ":authority": "x",
-            "content-type": "application/grpc",
-            "te": "trailers",
-        }
+        headers = dict(grpc_headers(path))
         headers.update({name.replace("_", "-"): value for name, value in extra.items()})
         block = self.encoder.encode(list(headers.items()))
         self.sock.sendall(self.frame(HEADERS, 0x4, stream, block) + self.frame(DATA, 0x1, stream, body))
 
     def read_frame(self) -> tuple[int, int, int, bytes] | None:
+        """The next frame as (type, flags, stream, payload); None once the server has closed the connection. On a
+        non-blocking socket, BlockingIOError while no whole frame has arrived (what has is kept for the next call)."""
         while len(self.buffer) < 9 or len(self.buffer) < 9 + int.from_bytes(self.buffer[:3], "big"):
             chunk = self.sock.recv(1 << 16)
             if not chunk:

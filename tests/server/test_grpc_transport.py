@@ -16,21 +16,12 @@ import numpy as np
 import pytest
 from ferry.protocol import grpc_predict_v2_pb2 as pb
 from ferry.protocol.oip_grpc import Stub
+from support.grpc_requests import infer_request
 from support.h2client import DATA, GOAWAY, HEADERS, INFER, PING, RST_STREAM, RawH2, message
 from support.models import export, slow_convnet
 from support.servers import start_predictor
 
 MAX_MESSAGE = 8_000_000
-
-
-def infer_request(x: np.ndarray, model: str = "churn") -> pb.ModelInferRequest:
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    return pb.ModelInferRequest(
-        model_name=model,
-        id="t",
-        inputs=[pb.ModelInferRequest.InferInputTensor(name="input-0", datatype="FP32", shape=list(x.shape))],
-        raw_input_contents=[x.tobytes()],
-    )
 
 
 def output(response: pb.ModelInferResponse) -> np.ndarray:

@@ -18,8 +18,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from ferry.protocol import grpc_predict_v2_pb2 as pb
 from ferry.protocol.oip_grpc import Stub
+from support.grpc_requests import infer_request
 from support.h2client import (
     CONTINUATION,
     DATA,
@@ -37,12 +37,7 @@ from support.servers import start_predictor
 
 MiB = 1 << 20
 ENHANCE_YOUR_CALM, PROTOCOL_ERROR, CANCEL = 11, 1, 8
-X = np.array([[0.1, 0.2, 0.3, 0.4]], dtype=np.float32)
-REQUEST = pb.ModelInferRequest(
-    model_name="churn",
-    inputs=[pb.ModelInferRequest.InferInputTensor(name="input-0", datatype="FP32", shape=[1, 4])],
-    raw_input_contents=[X.tobytes()],
-)
+REQUEST = infer_request(np.array([[0.1, 0.2, 0.3, 0.4]]))
 HEADERS_FIELDS = grpc_headers()
 
 

@@ -21,12 +21,13 @@ import grpc
 import httpx
 import numpy as np
 import pytest
-from ferry.protocol import grpc_predict_v2_pb2 as pb
 from ferry.protocol.oip_grpc import Stub
+from support.grpc_requests import infer_request
 from support.h2client import DATA, GOAWAY, HEADERS, RST_STREAM, SETTINGS, WINDOW_UPDATE, RawH2, grpc_headers
 from support.servers import start_predictor
 
 V1_BODY = b'{"instances": [[0.1, 0.2, 0.3, 0.4]]}'
+GRPC_REQUEST = infer_request(np.array([[0.1, 0.2, 0.3, 0.4]]))
 MiB = 1 << 20
 
 
@@ -310,18 +311,12 @@ def test_http2_streams_held_open_are_slowed_by_flow_control_not_buffered(churn):
     flood = threading.Thread(target=lambda: result.update(out=h2_flood(server, 200, 8 * MiB, 5)))
     flood.start()
     peak, latencies = 0, []
-    x = np.array([[0.1, 0.2, 0.3, 0.4]], dtype=np.float32)
-    request = pb.ModelInferRequest(
-        model_name="churn",
-        inputs=[pb.ModelInferRequest.InferInputTensor(name="input-0", datatype="FP32", shape=[1, 4])],
-        raw_input_contents=[x.tobytes()],
-    )
     with grpc.insecure_channel(server.grpc_address) as channel:
         stub = Stub(channel)
         while flood.is_alive():
             peak = max(peak, rss_bytes(pid))
             started = time.perf_counter()
-            stub.ModelInfer(request, timeout=10)
+            stub.ModelInfer(GRPC_REQUEST, timeout=10)
             latencies.append(time.perf_counter() - started)
             time.sleep(0.05)
     sent, answered = result["out"]
@@ -379,19 +374,12 @@ def test_sigterm_under_keep_alive_load_loses_no_request(churn):
                 assert response.status_code == 200, response.text
                 record("answered")
 
-    x = np.array([[0.1, 0.2, 0.3, 0.4]], dtype=np.float32)
-    request = pb.ModelInferRequest(
-        model_name="churn",
-        inputs=[pb.ModelInferRequest.InferInputTensor(name="input-0", datatype="FP32", shape=[1, 4])],
-        raw_input_contents=[x.tobytes()],
-    )
-
     def grpc_client() -> None:
         with grpc.insecure_channel(server.grpc_address) as channel:
             stub = Stub(channel)
             while True:
                 try:
-                    stub.ModelInfer(request, timeout=10)
+                    stub.ModelInfer(GRPC_REQUEST, timeout=10)
                 except grpc.RpcError as exc:
                     detail = exc.details() or ""
                     # grpc-core says "failed to connect" when no connection was made: the call was never sent.

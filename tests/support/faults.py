@@ -1,11 +1,13 @@
 """Kill a dependency under load and bring it back: what callers of the service in front of it see, phase by
-phase. Shared by the transformer's and the explainer's fault tests."""
+phase, and what they must see. Shared by the transformer's and the explainer's fault tests, with the check that
+such a service has the transports' limits and budget."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -138,3 +140,81 @@ def post(client, url: str, body: dict) -> tuple[int, str]:
         return response.status_code, response.text
     except httpx.TimeoutException:
         return 0, "client timeout"
+
+
+def restart_under_load(
+    front,
+    url: str,
+    body: dict,
+    start_dependency: Callable[[], object],
+    dependency,
+    *,
+    timeout_s: float,
+    name: str,
+    **load,
+) -> tuple[Timeline, dict]:
+    """``kill_and_restart_under_load`` with POSTs of ``body`` to ``url`` (a client that waits ``timeout_s``) as the
+    load and ``start_dependency()`` as the restart; then ``front``, ``dependency`` and its restarts are stopped.
+    Returns the timeline and its summary, saved as ``name``."""
+    import httpx
+
+    client = httpx.Client(timeout=timeout_s)
+    restarted = []
+    try:
+        timeline = kill_and_restart_under_load(
+            lambda: post(client, url, body), dependency, lambda: restarted.append(start_dependency()), **load
+        )
+    finally:
+        client.close()
+        front.stop()
+        for proc in [dependency, *restarted]:
+            proc.stop()
+    return timeline, timeline.save(name)
+
+
+def assert_down_in_words_then_recovered(
+    timeline: Timeline, summary: dict, timeout_s: float, worded: tuple[int, ...] = (502, 503)
+) -> None:
+    """All 200 before the kill; while the predictor was down, 502 or 503 within its timeout ``timeout_s`` (the
+    answers with a status in ``worded`` naming the predictor); 200 again within 2 s of its return, by itself."""
+    assert set(summary["before"]["statuses"]) == {200}, summary
+    down = timeline.down
+    assert down and all(o.status in (502, 503) for o in down), [(o.status, o.body) for o in down[:5]]
+    assert all("predictor" in o.body for o in down if o.status in worded)  # the message says what failed
+    assert summary["down"]["max_s"] <= timeout_s + 0.5, summary
+    assert timeline.recovered_within() <= 2.0, summary
+
+
+def assert_rolling_restart_lost_nothing(
+    timeline: Timeline, summary: dict, drained_within_s: float
+) -> list[Outcome]:
+    """All 200 before the SIGTERM and in the ``drained_within_s`` after it (the calls of that window are returned);
+    every call at all 200, 502 or 503 (once the dependency was gone); 200 again within 2 s of its return."""
+    draining = timeline.phase(timeline.killed_at, timeline.killed_at + drained_within_s)
+    assert set(summary["before"]["statuses"]) == {200}, summary
+    assert draining and all(o.status == 200 for o in draining), [
+        (o.status, o.body) for o in draining if o.status != 200
+    ][:5]
+    assert all(o.status in (200, 502, 503) for o in timeline.outcomes), summary
+    assert timeline.recovered_within() <= 2.0, summary
+    return draining
+
+
+#: The flags ``assert_transport_limits`` expects its server to run with.
+LIMIT_FLAGS = ("--max_request_headers=10", "--max_connections=3")
+
+
+def assert_transport_limits(server) -> None:
+    """``server``, started with ``LIMIT_FLAGS``, serves on Ferry's transports with their limits: a head over the
+    limit is a 431, a connection over the cap a readable 503, and the request budget is reported (none held)."""
+    import httpx
+
+    headers = {f"x-h{i}": "v" for i in range(20)}
+    assert httpx.get(f"{server.url}/v2/health/live", headers=headers, timeout=10).status_code == 431
+    held = [socket.create_connection(("127.0.0.1", server.http_port), timeout=5) for _ in range(3)]
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=5) as extra:
+        assert b"limit of 3 open connections" in extra.recv(4096)
+    for sock in held:
+        sock.close()
+    time.sleep(0.2)
+    assert "ferry_buffered_request_bytes 0.0" in httpx.get(f"{server.url}/metrics", timeout=10).text

@@ -6,20 +6,28 @@ every one is answered 200 (its answers tell the transformer's pooled connections
 from __future__ import annotations
 
 import signal
-import time
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import pytest
-from support.faults import kill_and_restart_under_load, post
+from support.faults import (
+    LIMIT_FLAGS,
+    assert_down_in_words_then_recovered,
+    assert_rolling_restart_lost_nothing,
+    assert_transport_limits,
+    restart_under_load,
+)
 from support.servers import free_port, start_predictor
 from test_server import IDS, transformer
 
 PREDICTOR_TIMEOUT_S = 2.0
 
 
-@pytest.mark.parametrize("protocol", ["v2", "grpc-v2"])
-def test_predictor_killed_and_restarted_under_load(protocol, sqlite_repo, model_dir, tmp_path):
+def predictor_restarted_under_load(
+    protocol: str, sqlite_repo, model_dir, tmp_path, name: str, *predictor_flags: str, **load
+):
+    """The predictor and the transformer in front of it (over ``protocol``), started together, then
+    ``restart_under_load`` of the predictor (on the same ports) with the transformer's predictions as the load.
+    Returns the timeline, its summary and the transformer (stopped by then)."""
     http_port, grpc_port = free_port(), free_port()
 
     def predictor():
@@ -27,6 +35,7 @@ def test_predictor_killed_and_restarted_under_load(protocol, sqlite_repo, model_
             model_dir,
             tmp_path / "predictor.log",
             "--model_name=churn",
+            *predictor_flags,
             http_port=http_port,
             grpc_port=grpc_port,
         )
@@ -43,82 +52,42 @@ def test_predictor_killed_and_restarted_under_load(protocol, sqlite_repo, model_
             f"--predictor_timeout_s={PREDICTOR_TIMEOUT_S}",
         )
         running, front = first.result(), front.result()
-    url = f"{front.url}/v1/models/churn-transformer:predict"
-    client = httpx.Client(timeout=PREDICTOR_TIMEOUT_S * 3)
-    restarted = []
+    timeline, summary = restart_under_load(
+        front,
+        f"{front.url}/v1/models/churn-transformer:predict",
+        {"instances": IDS},
+        predictor,
+        running,
+        timeout_s=PREDICTOR_TIMEOUT_S * 3,
+        name=name,
+        **load,
+    )
+    return timeline, summary, front
 
-    def send():
-        return post(client, url, {"instances": IDS})
 
-    try:
-        timeline = kill_and_restart_under_load(send, running, lambda: restarted.append(predictor()))
-    finally:
-        client.close()
-        front.stop()
-        for proc in [running, *restarted]:
-            proc.stop()
-    summary = timeline.save(f"transformer-predictor-restart-{protocol}")
-
-    assert set(summary["before"]["statuses"]) == {200}, summary
-    down = timeline.down
-    assert down and all(o.status in (502, 503) for o in down), [(o.status, o.body) for o in down[:5]]
-    assert all("predictor" in o.body for o in down)  # the message says what failed
-    assert summary["down"]["max_s"] <= PREDICTOR_TIMEOUT_S + 0.5, summary
-    assert timeline.recovered_within() <= 2.0, summary  # by itself: nobody restarted the transformer
-    assert front.process.poll() is None or front.process.returncode == 0
+@pytest.mark.parametrize("protocol", ["v2", "grpc-v2"])
+def test_predictor_killed_and_restarted_under_load(protocol, sqlite_repo, model_dir, tmp_path):
+    timeline, summary, front = predictor_restarted_under_load(
+        protocol, sqlite_repo, model_dir, tmp_path, f"transformer-predictor-restart-{protocol}"
+    )
+    assert_down_in_words_then_recovered(timeline, summary, PREDICTOR_TIMEOUT_S)
+    assert front.process.poll() is None or front.process.returncode == 0  # nobody restarted the transformer
 
 
 @pytest.mark.parametrize("protocol", ["v2", "grpc-v2"])
 def test_predictor_rolling_restart_under_load_loses_nothing(protocol, sqlite_repo, model_dir, tmp_path):
-    http_port, grpc_port = free_port(), free_port()
     drain_s = 2.0
-
-    def predictor():
-        return start_predictor(
-            model_dir,
-            tmp_path / "predictor.log",
-            "--model_name=churn",
-            f"--drain_seconds={drain_s}",
-            http_port=http_port,
-            grpc_port=grpc_port,
-        )
-
-    host = f"127.0.0.1:{grpc_port}" if protocol == "grpc-v2" else f"http://127.0.0.1:{http_port}"
-    with ThreadPoolExecutor(2) as pool:
-        first = pool.submit(predictor)
-        front = pool.submit(
-            transformer,
-            sqlite_repo,
-            tmp_path / "transformer.log",
-            f"--predictor_host={host}",
-            f"--predictor_protocol={protocol}",
-            f"--predictor_timeout_s={PREDICTOR_TIMEOUT_S}",
-        )
-        running, front = first.result(), front.result()
-    url = f"{front.url}/v1/models/churn-transformer:predict"
-    client = httpx.Client(timeout=PREDICTOR_TIMEOUT_S * 3)
-    restarted = []
-    try:
-        timeline = kill_and_restart_under_load(
-            lambda: post(client, url, {"instances": IDS}),
-            running,
-            lambda: restarted.append(predictor()),
-            stop_signal=signal.SIGTERM,
-            down_s=1.0,
-        )
-    finally:
-        client.close()
-        front.stop()
-        for proc in [running, *restarted]:
-            proc.stop()
-    summary = timeline.save(f"transformer-predictor-rolling-restart-{protocol}")
-    draining = timeline.phase(timeline.killed_at, timeline.killed_at + drain_s - 0.1)
-    assert set(summary["before"]["statuses"]) == {200}, summary
-    assert draining and all(o.status == 200 for o in draining), [
-        (o.status, o.body) for o in draining if o.status != 200
-    ][:5]
-    assert all(o.status in (200, 502, 503) for o in timeline.outcomes), summary  # gone: refused, in words
-    assert timeline.recovered_within() <= 2.0, summary  # (gRPC's reconnect backoff takes a moment)
+    timeline, summary, _ = predictor_restarted_under_load(
+        protocol,
+        sqlite_repo,
+        model_dir,
+        tmp_path,
+        f"transformer-predictor-rolling-restart-{protocol}",
+        f"--drain_seconds={drain_s}",
+        stop_signal=signal.SIGTERM,
+        down_s=1.0,
+    )
+    draining = assert_rolling_restart_lost_nothing(timeline, summary, drain_s - 0.1)
     print(
         f"\nrolling restart ({protocol}): {len(draining)} requests answered 200 while the predictor drained; {summary}"
     )
@@ -127,25 +96,14 @@ def test_predictor_rolling_restart_under_load_loses_nothing(protocol, sqlite_rep
 def test_the_transformer_has_the_transports_limits_and_budget(sqlite_repo, predictor, tmp_path):
     """The transformer serves on the same transports as the predictor, with the same flags: a head over the
     limit is a 431, a connection over the cap a readable 503, and the request budget is reported."""
-    import socket
-
     front = transformer(
         sqlite_repo,
         tmp_path / "transformer.log",
         f"--predictor_host={predictor.url}",
         "--predictor_protocol=v2",
-        "--max_request_headers=10",
-        "--max_connections=3",
+        *LIMIT_FLAGS,
     )
     try:
-        headers = {f"x-h{i}": "v" for i in range(20)}
-        assert httpx.get(f"{front.url}/v2/health/live", headers=headers, timeout=10).status_code == 431
-        held = [socket.create_connection(("127.0.0.1", front.http_port), timeout=5) for _ in range(3)]
-        with socket.create_connection(("127.0.0.1", front.http_port), timeout=5) as extra:
-            assert b"limit of 3 open connections" in extra.recv(4096)
-        for sock in held:
-            sock.close()
-        time.sleep(0.2)
-        assert "ferry_buffered_request_bytes 0.0" in httpx.get(f"{front.url}/metrics", timeout=10).text
+        assert_transport_limits(front)
     finally:
         front.stop()

@@ -42,7 +42,7 @@ from typing import Literal
 from ferry import storage
 from ferry.errors import ErrorCode, InvalidInput, ModelControlOff, ModelNotFound, ServingError
 from ferry.repository import Handler, Repository
-from ferry.settings import ModelSettings, available_cpus, container_memory_bytes
+from ferry.settings import ModelSettings, available_cpus, memory_share
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class ModelRepository:
         self.control_mode = control_mode
         self.startup_models = startup_models
         self.poll_interval_s = poll_interval_s
-        self.memory_budget_bytes = memory_budget_bytes or default_memory_budget()
+        self.memory_budget_bytes = memory_budget_bytes or memory_share(0.9)
         self.cache_dir = cache_dir
         self.drain_timeout_s = drain_timeout_s
         self.serving = Repository([], control=self)
@@ -446,11 +446,6 @@ def resident_bytes() -> int:
             return int(statm.read().split()[1]) * 4096
     except OSError:
         return 0
-
-
-def default_memory_budget() -> int:
-    """90 % of the container's memory limit (else of the machine's memory)."""
-    return int(container_memory_bytes() * 0.9)
 
 
 def decode_load_parameters(parameters: dict, where: str) -> tuple[dict | None, dict[str, bytes]]:

@@ -33,6 +33,15 @@ def container_memory_bytes() -> int:
         return 1 << 40
 
 
+def memory_share(fraction: float, *, at_most: int | None = None, at_least: int = 0) -> int:
+    """``fraction`` of the container's memory limit (else of the machine's memory), in bytes, no more than
+    ``at_most`` and no less than ``at_least``."""
+    share = int(container_memory_bytes() * fraction)
+    if at_most is not None:
+        share = min(share, at_most)
+    return max(share, at_least)
+
+
 class BatchingSettings(BaseModel):
     """What a model's dynamic batcher may do. Also accepted per model under ``batching`` in ``ferry.json``."""
 

@@ -20,7 +20,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from ferry.settings import container_memory_bytes
+from ferry.settings import memory_share
 
 log = logging.getLogger(__name__)
 
@@ -75,4 +75,4 @@ class RequestBudget:
 def default_budget(max_body_bytes: int) -> int:
     """A quarter of the container's memory, at most 1 GiB and at least twice the body limit (so one request of
     the largest size always fits)."""
-    return max(2 * max_body_bytes, min(container_memory_bytes() // 4, 1 << 30))
+    return memory_share(0.25, at_most=1 << 30, at_least=2 * max_body_bytes)

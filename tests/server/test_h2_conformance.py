@@ -466,27 +466,30 @@ def test_http2_4_2_3_headers_frame_over_max_frame_size_is_connection_frame_size_
 
 
 # ---------------------------------------------------------------- 4.3 Header Compression and Decompression
+def expect_interrupted_header_block_is_protocol_error(h2, interloper: int) -> None:
+    """h2spec's 4.3/2 and 4.3/3, again as 6.2/1 and 6.2/2: stream 1's HEADERS without END_HEADERS, then where
+    only its CONTINUATION may come a PRIORITY frame on it, or (``interloper`` HEADERS) stream 3's HEADERS, then
+    the CONTINUATION: a connection error."""
+    first = headers_frame(1, h2.encode(h2.grpc_headers()), end_headers=False)
+    if interloper == PRIORITY:
+        second = priority_frame(1)
+    else:
+        second = headers_frame(3, h2.encode(h2.grpc_headers()), end_stream=True)
+    h2.send(first, second, continuation_frame(1, h2.encode(dummy_headers(1)), end_headers=True))
+    h2.expect_connection_error(PROTOCOL_ERROR)
+
+
 def test_http2_4_3_1_invalid_header_block_is_compression_error(h2):
     h2.send(b"\x00\x00\x01\x01\x05\x00\x00\x00\x01\x40")  # a literal with incremental indexing, cut short
     h2.expect_connection_error(COMPRESSION_ERROR)
 
 
 def test_http2_4_3_2_priority_frame_inside_a_header_block_is_protocol_error(h2):
-    h2.send(
-        headers_frame(1, h2.encode(h2.grpc_headers()), end_headers=False),
-        priority_frame(1),
-        continuation_frame(1, h2.encode(dummy_headers(1)), end_headers=True),
-    )
-    h2.expect_connection_error(PROTOCOL_ERROR)
+    expect_interrupted_header_block_is_protocol_error(h2, PRIORITY)
 
 
 def test_http2_4_3_3_headers_of_another_stream_inside_a_header_block_is_protocol_error(h2):
-    h2.send(
-        headers_frame(1, h2.encode(h2.grpc_headers()), end_headers=False),
-        headers_frame(3, h2.encode(h2.grpc_headers()), end_stream=True),
-        continuation_frame(1, h2.encode(dummy_headers(1)), end_headers=True),
-    )
-    h2.expect_connection_error(PROTOCOL_ERROR)
+    expect_interrupted_header_block_is_protocol_error(h2, HEADERS)
 
 
 # ------------------------------------------------------------------------------------- 5.1 Stream States
@@ -640,21 +643,11 @@ def test_http2_6_1_3_data_frame_with_invalid_pad_length_is_protocol_error(h2):
 
 # --------------------------------------------------------------------------------------------- 6.2 HEADERS
 def test_http2_6_2_1_priority_frame_after_headers_without_end_headers_is_protocol_error(h2):
-    h2.send(
-        headers_frame(1, h2.encode(h2.grpc_headers()), end_headers=False),
-        priority_frame(1),
-        continuation_frame(1, h2.encode(dummy_headers(1)), end_headers=True),
-    )
-    h2.expect_connection_error(PROTOCOL_ERROR)
+    expect_interrupted_header_block_is_protocol_error(h2, PRIORITY)
 
 
 def test_http2_6_2_2_headers_of_another_stream_after_headers_without_end_headers_is_protocol_error(h2):
-    h2.send(
-        headers_frame(1, h2.encode(h2.grpc_headers()), end_headers=False),
-        headers_frame(3, h2.encode(h2.grpc_headers()), end_stream=True),
-        continuation_frame(1, h2.encode(dummy_headers(1)), end_headers=True),
-    )
-    h2.expect_connection_error(PROTOCOL_ERROR)
+    expect_interrupted_header_block_is_protocol_error(h2, HEADERS)
 
 
 def test_http2_6_2_3_headers_frame_on_stream_0_is_protocol_error(h2):

@@ -24,7 +24,7 @@ CASES = [
     Case(
         "small-grpc", "MLP 85k, one row, V2 gRPC", "mlp85k", "grpc",
         ("grpc-echo-h2", "grpc-echo", "ferry-batch", "ferry-nobatch", "ferry-kserve", "kserve-stock", "mlserver",
-         "triton"),
+         "ferry-mlserver", "triton"),
     ),
     Case(
         "small-v2binary", "MLP 85k, one row, V2 REST binary extension", "mlp85k", "v2binary",
@@ -33,11 +33,12 @@ CASES = [
     Case("small-v1json", "MLP 85k, one row, V1 JSON", "mlp85k", "v1json", ("ferry-batch", "ferry-kserve", "kserve-stock")),
     Case(
         "large-v2json", "MLP 512-1024-1024-10 (1.6M), one row, V2 REST JSON", "mlp1.6m", "v2json",
-        ("ferry-batch", "ferry-nobatch", "kserve-stock", "mlserver-adaptive", "triton", "fastapi"),
+        ("ferry-batch", "ferry-nobatch", "ferry-kserve", "kserve-stock", "ferry-mlserver", "mlserver",
+         "mlserver-adaptive", "triton", "fastapi"),
     ),
     Case(
         "large-v2binary", "MLP 1.6M, one row, V2 REST binary extension", "mlp1.6m", "v2binary",
-        ("ferry-batch", "ferry-nobatch", "triton"),
+        ("ferry-batch", "ferry-nobatch", "ferry-kserve", "kserve-stock", "triton"),
     ),
     Case(
         "image-v2binary", "conv net, 1x3x224x224 FP32 (602 KB), V2 REST binary", "conv224", "v2binary",
@@ -45,7 +46,7 @@ CASES = [
     ),
     Case(
         "image-v2json", "conv net, 1x3x224x224 FP32, V2 REST JSON", "conv224", "v2json",
-        ("ferry-batch", "kserve-stock", "fastapi"),
+        ("ferry-batch", "ferry-kserve", "kserve-stock", "ferry-mlserver", "mlserver", "fastapi"),
     ),
     Case(
         "churn-v2json", "demo churn model, one row, V2 REST JSON", "churn", "v2json",
@@ -58,4 +59,4 @@ CASES = [
     # 64 connections is about capacity; 640 is 10x overload (the queue, not the model, absorbs them).
     Case("memory", "MLP 85k V2 JSON: peak RSS at capacity vs 10x overload", "mlp85k", "v2json", ("ferry-batch",), (64, 640)),
 ]  # fmt: skip
-QUICK = ("small-v2json", "small-grpc", "large-v2json", "image-v2binary", "image-v2json")
+QUICK = ("small-v2json", "small-grpc", "large-v2json", "image-v2binary")  # --quick, for development

@@ -9,8 +9,14 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 WORK = BENCH / ".work"  # git-ignored: built models, the Triton and (fallback) MLServer environments
+# A full run (no --quick, --cases, --peers or --url) writes benchmarks/results, RESULTS.md and plots/, cleared first
+# so that everything in them is that one run's. Every other run writes under .work, never beside it.
 RESULTS = BENCH / "results"
 PLOTS = BENCH / "plots"
+REPORT = BENCH / "RESULTS.md"
+DEV_RESULTS = WORK / "results"
+DEV_PLOTS = WORK / "plots"
+DEV_REPORT = WORK / "RESULTS-dev.md"
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(REPO / "runtimes"))
 
@@ -18,6 +24,7 @@ SERVER_CPU, CLIENT_CPU = "0", "1"
 # The Python that runs Ferry and the Python peers; FERRY_BENCH_PYTHON points elsewhere (a GPU machine's own
 # Python with Ferry on PYTHONPATH, benchmarks/gpu.py).
 FERRY_PY = Path(os.environ.get("FERRY_BENCH_PYTHON", REPO / ".venv" / "bin" / "python"))
+EXPLAINER_PY = REPO / ".venv-explainer" / "bin" / "python"
 TRITON_PY = WORK / "pytriton-venv" / "bin" / "python"
 START_TIMEOUT_S = 180  # MLServer and Triton take several seconds to import and load on one core
 TOLERANCE = 1e-4

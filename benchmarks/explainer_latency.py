@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import json
 import os
 import platform
 import re
@@ -28,6 +29,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 PREDICTOR_PYTHON = REPO / ".venv" / "bin" / "python"
@@ -79,6 +81,66 @@ def ensure_demo(demo: Path) -> None:
     subprocess.run([str(PREDICTOR_PYTHON), "-c", script, str(demo)], check=True, cwd=REPO, timeout=600)
 
 
+REFERENCE = (
+    "a plain kserve.Model in kserve.ModelServer running alibi's explainer, each predictor call a V1 request "
+    "(benchmarks/peers/kserve_alibi_explainer.py), fitted alike"
+)
+REFERENCE_ENGINES = ("AnchorTabular", "KernelShap")
+
+
+def measure_reference(
+    engine: str, predictor_port: int, demo: Path, instances, ferry_answers, args, spawn
+) -> dict:
+    """The reference explainer on the same predictor and customers: its explanations compared with Ferry's
+    (the same anchor; Shapley values within 1e-6), then its latency, one client, as for Ferry."""
+    port, grpc_port = free_port(), free_port()
+    process = spawn(
+        pinned(
+            [
+                *(sys.executable, str(REPO / "benchmarks" / "peers" / "kserve_alibi_explainer.py")),
+                *("--model_name=churn", f"--predictor_host=127.0.0.1:{predictor_port}", f"--engine={engine}"),
+                *(
+                    f"--reference_csv={demo / 'churn' / 'reference.csv'}",
+                    f"--meta_json={demo / 'churn' / 'meta.json'}",
+                ),
+                *(f"--http_port={port}", f"--grpc_port={grpc_port}"),
+            ],
+            1,
+        ),
+        f"reference-{engine}",
+    )
+    url = f"http://127.0.0.1:{port}/v1/models/churn"
+    wait_ready(url, process)
+    latencies, differences = [], []
+    with httpx.Client(timeout=120) as client:
+        for i, instance in enumerate(instances):
+            t0 = time.perf_counter()
+            response = client.post(f"{url}:explain", json={"instances": [instance]})
+            elapsed = time.perf_counter() - t0
+            if response.status_code != 200:
+                raise SystemExit(f"reference {engine}: {response.status_code} {response.text[:500]}")
+            theirs, mine = response.json()["data"], ferry_answers[i]
+            if engine == "AnchorTabular":
+                differences.append(theirs["anchor"] != mine["anchor"])
+            else:
+                gap = np.max(np.abs(np.asarray(theirs["shap_values"]) - np.asarray(mine["shap_values"])))
+                differences.append(bool(gap > 1e-6))
+            if i >= args.warmup:
+                latencies.append(elapsed * 1000)
+    process.terminate()
+    process.wait(30)
+    if any(differences):
+        raise SystemExit(
+            f"reference {engine}: {sum(differences)} of {len(instances)} explanations differ from Ferry's"
+        )
+    return {
+        "engine": engine,
+        "p50": statistics.median(latencies),
+        "p95": percentile(latencies, 95),
+        "answers": f"{len(instances)} of {len(instances)}",
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -88,6 +150,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--engines", default=",".join(ENGINES))
     parser.add_argument("--predictor_protocol", default="v2", choices=["v1", "v2"])
+    parser.add_argument("--json", type=Path, help="also write the results here (benchmarks/run.py's suite)")
     args = parser.parse_args()
 
     demo = Path(args.demo_dir).resolve()
@@ -106,7 +169,7 @@ def main() -> int:
         processes.append(process)
         return process
 
-    results = []
+    results, answers, reference = [], {}, {}
     try:
         port = free_port()
         predictor_url = f"http://127.0.0.1:{port}"
@@ -153,7 +216,7 @@ def main() -> int:
             )
             wait_ready(f"{url}/v2/health/ready", explainer)
             startup_s = time.monotonic() - started
-            latencies, requests, rows_sent = [], [], []
+            latencies, requests, rows_sent, answers[engine] = [], [], [], []
             before = predictor_counts(predictor_url)
             with httpx.Client(timeout=120) as client:
                 for i, instance in enumerate(instances):
@@ -163,6 +226,7 @@ def main() -> int:
                     if response.status_code != 200:
                         raise SystemExit(f"{engine}: {response.status_code} {response.text[:500]}")
                     payload = response.json()
+                    answers[engine].append(payload.get("data"))
                     requests.append(payload["predictor_requests"])
                     rows_sent.append(payload["predictor_rows"])
                     if i >= args.warmup:
@@ -188,6 +252,8 @@ def main() -> int:
             )
             explainer.terminate()
             explainer.wait(30)
+        for engine in [e for e in args.engines.split(",") if e in REFERENCE_ENGINES]:
+            reference[engine] = measure_reference(engine, port, demo, instances, answers[engine], args, spawn)
     finally:
         for process in processes:
             if process.poll() is None:
@@ -210,6 +276,23 @@ def main() -> int:
             f"| {r['engine']} | {r['p50']:.1f} | {r['p95']:.1f} | {r['requests']:.1f} ({r['requests_max']}) | "
             f"{r['rows']:.0f} | {r['startup_s']:.1f} |"
         )
+    if reference:
+        print(
+            f"\nReference: {REFERENCE}\n\n| engine | p50 ms | p95 ms | answers equal |\n|---|---:|---:|---|"
+        )
+        for engine, r in reference.items():
+            print(f"| {engine} | {r['p50']:.1f} | {r['p95']:.1f} | {r['answers']} |")
+    if args.json:
+        record = {
+            "reference_shape": REFERENCE,
+            "reference": reference,
+            "explanations": args.explanations,
+            "warmup": args.warmup,
+            "predictor_protocol": args.predictor_protocol,
+            "load_average": os.getloadavg()[0],
+            "engines": results,
+        }
+        args.json.write_text(json.dumps(record, indent=2))
     return 0
 
 

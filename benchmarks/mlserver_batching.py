@@ -128,6 +128,7 @@ def main() -> None:
     parser.add_argument(
         "--model_dir", help="an ONNX model dir taking input-0 FP32 [-1, 4] (default: demo churn)"
     )
+    parser.add_argument("--json", type=Path, help="also write the rows here (benchmarks/run.py's suite)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("needs wrk (apt-get install -y wrk)")
@@ -171,6 +172,22 @@ def main() -> None:
 
     print(f"\nMLServer 1.7.1, Ferry runtime, demo churn ONNX, 1-row V2 REST JSON, wrk {args.duration} s each")
     placement = f"server on CPU {server_cpu}, wrk on CPU {client_cpu}" if pin else "unpinned"
+    if args.json:
+        ordered = sorted(rows, key=lambda row: list(SETUPS).index(row[0]))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "duration": args.duration,
+                    "placement": placement,
+                    "load_before": load_before,
+                    "rows": [
+                        {"setup": name, "label": LABELS[name], "connections": connections, **result}
+                        for name, connections, result in ordered
+                    ],
+                },
+                indent=2,
+            )
+        )
     print(f"({placement}; 1-minute load average {load_before:.1f} before, {load_after:.1f} after)\n")
     print("| setup | concurrency | req/s | p50 ms | p99 ms | non-2xx | Ferry rows/batch |")
     print("|---|---:|---:|---:|---:|---:|---:|")

@@ -15,7 +15,7 @@ others through the repository API (``POST /v2/repository/models/{m}/load``), one
   reloaded every 0.5 s, then while ``m00`` itself is reloaded every 0.5 s; p50, p99 and failed requests of each.
   Ferry reloads a model whose files changed (they are touched first); MLServer reloads on every load call.
 
-Writes benchmarks/results/multi-model.json; ``benchmarks/run.py --report`` puts it in RESULTS.md.
+Writes ``--json`` (benchmarks/results/multi-model.json); ``benchmarks/run.py`` runs it as a suite.
 """
 
 from __future__ import annotations
@@ -173,6 +173,7 @@ def main() -> None:
     )
     parser.add_argument("--models", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--json", type=Path, default=RESULTS / "multi-model.json")
     args = parser.parse_args()
     names = [f"m{i:02d}" for i in range(args.models)]
     results = {"models": args.models, "source_model": SOURCE_MODEL, "seconds": args.seconds, "servers": {}}
@@ -223,8 +224,8 @@ def main() -> None:
     results["marginal_rss_ratio"] = ferry["marginal_rss_bytes"] / mlserver["marginal_rss_bytes"]
     results["machine"] = machine()
     results["when"] = time.strftime("%Y-%m-%d %H:%M:%S")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "multi-model.json").write_text(json.dumps(results, indent=2))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2))
     print(
         f"marginal RSS per model: Ferry {ferry['marginal_rss_bytes'] / 2**20:.2f} MiB, "
         f"MLServer (1 worker, Seldon's default) {mlserver['marginal_rss_bytes'] / 2**20:.2f} MiB "

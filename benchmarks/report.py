@@ -1,4 +1,6 @@
-"""benchmarks/RESULTS.md and the plots, rebuilt whole from every results file present."""
+"""RESULTS.md and the plots, rebuilt whole from one run's results folder (``run.py`` clears it first): the load-test
+cases, the suites, run.json (commit, date, machine, packages, command). Nothing here is typed in: every figure,
+verdict and note is computed from that folder."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import subprocess
 from pathlib import Path
 
 from cases import CASES
-from common import BENCH, FERRY_PY, PLOTS, RESULTS, TRITON_PY, mlserver_python
+from common import FERRY_PY, REPO, TRITON_PY, mlserver_python
 from peers import PEERS
 
 # ------------------------------------------------------------------------------------------------ reporting
@@ -56,6 +58,20 @@ def machine() -> dict:
     }
 
 
+def commit() -> dict:
+    """The commit measured, and whether the working tree differed from it (then the figures are not its)."""
+
+    def git(*argv: str) -> str:
+        done = subprocess.run(["git", *argv], cwd=REPO, capture_output=True, text=True, timeout=30)
+        return done.stdout.strip()
+
+    return {
+        "commit": git("rev-parse", "--short=12", "HEAD") or None,
+        "commit_date": git("show", "-s", "--format=%ci", "HEAD") or None,
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+    }
+
+
 def fmt(value, scale=1.0, digits=0) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
@@ -91,38 +107,12 @@ def interpolate(table: dict, batch: float) -> float | None:
     return table[str(sizes[0])]
 
 
-MISS_NOTES_LARGE = [
-    "Where a target is missed, why (the per-request budgets below are py-spy profiles of the runs above):",
-    "",
-    "- *rows/s vs raw onnxruntime (1.6M MLP, one row per request)*: the server and the model share one core, so",
-    "  a request costs the model's time per row plus everything else, and 0.6 of raw leaves everything else",
-    "  under 20 µs (split per case below). Ferry's HTTP/1.1 transport alone, answering fixed JSON and parsing",
-    "  nothing, takes 14 of them (the http-echo peer), bare uvicorn twice that: the target needs the V2 parse,",
-    "  checks, batching and the answer in a few µs, in Python, on the core that also runs the model. Without",
-    "  sockets they take 16-34 µs (`benchmarks/request_cost.py`, table 'Request handling without sockets'), and",
-    "  a served request costs ~10 µs more than transport and handling apart (`perf record` of the server under",
-    "  this load, 2026-12-01: libpython 38% of the core, onnxruntime 38%, the kernel 13%). Batches are full (the",
-    "  batcher reads what has arrived before an inline batch: 64 rows, not 24) and JSON floats reach numpy",
-    "  without Python floats (simdjson); on 2026-12-01 08:47, before both, the ratios were 0.26 and 0.43.",
-]
-MISS_NOTES_REST = [
-    "- *Ferry / MLServer (small V2 JSON)*: close to 10x, and MLServer's own rate moves about 10% between runs",
-    "  here (2,076-2,283 req/s at c=64 on 2026-12-01).",
-]
-
-
-def request_cost() -> dict:
-    """``benchmarks/request_cost.py``'s figures (µs of CPU per request besides the model, no sockets), if any."""
-    path = RESULTS / "request_cost.json"
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def large_budget(records: dict) -> list[str]:
+def large_budget(records: dict, suites: dict) -> list[str]:
     """Per request on the 1.6M MLP at c=64: the model's time per row in the server, Ferry's transport alone
     (http-echo), the handling without sockets (request_cost.py), and what none of them accounts for."""
     lines = []
     echo = point(records, "small-v2json", "http-echo", 64).get("rps")
-    handling = request_cost().get("us_per_request", {})
+    handling = suites.get("request_cost", {}).get("us_per_request", {})
     for case in ("large-v2json", "large-v2binary"):
         large = point(records, case, "ferry-batch", 64)
         model_us, rps = large.get("model_us_per_row"), large.get("rps")
@@ -152,8 +142,140 @@ def large_budget(records: dict) -> list[str]:
 LAST_LAYER = "RestApp.handle (all of it)"  # request_cost.py's cumulative figure
 
 
-def request_cost_section() -> list[str]:
-    cost = request_cost()
+def miss_notes(rows: list[tuple], records: dict, suites: dict) -> list[str]:
+    """Why a target was missed, in this run's own figures (profiles, budgets, the runs' spread)."""
+    missed = [name for name, *_, verdict in rows if verdict == "MISS"]
+    if not missed:
+        return []
+    out = ["Where a target is missed, this run's own figures:", ""]
+    if any("raw onnxruntime" in name for name in missed):
+        out += [
+            "- *rows/s vs raw onnxruntime*: the server and the model share one core, so a request costs the model's",
+            "  time per row plus everything else (transport alone: the http-echo peer; handling without sockets:",
+            "  `request_cost.py`); the figures per case:",
+            *large_budget(records, suites),
+        ]
+    for ferry, stock, label in HOSTS:
+        if any(label in name for name in missed):
+            out.append(f"- *{label}*: µs of the server's core per request at c=64 (1e6 / req/s):")
+            for case in CASES:
+                mine, theirs = point(records, case.name, ferry, 64), point(records, case.name, stock, 64)
+                if mine.get("rps") and theirs.get("rps"):
+                    out.append(
+                        f"  - {case.name}: Ferry inside {1e6 / mine['rps']:.0f}, the host's own {1e6 / theirs['rps']:.0f}"
+                        + (
+                            f"; Ferry's rows per batch {mine['rows_per_batch']:.1f}"
+                            if mine.get("rows_per_batch")
+                            else ""
+                        )
+                    )
+            out.append(f"  (where the time goes: the {ferry} per-request budgets below)")
+    spread = []
+    for name in records:
+        for entry in records[name]["peers"].values():
+            runs = entry.get("points", {}).get("64", {}).get("runs_rps") or []
+            if len(runs) > 1 and min(runs) > 0:
+                spread.append(max(runs) / min(runs) - 1)
+    if spread:
+        out.append(
+            f"- run-to-run spread at c=64 in this run (best / worst run - 1, over {len(spread)} points): median "
+            f"{sorted(spread)[len(spread) // 2] * 100:.1f} %, largest {max(spread) * 100:.1f} %."
+        )
+    return out
+
+
+def transformer_section(suites: dict) -> list[str]:
+    """``transformer_latency.py``: added latency per configuration, and Ferry against the reference shape."""
+    data = suites.get("transformer")
+    if not data:
+        return []
+    direct = data["direct"]
+    out = [
+        "## Transformer: Feast lookup, predictor call, interpretation",
+        "",
+        f"`benchmarks/transformer_latency.py`; wrk, {data['connections']} connections, best of {data['runs']} x "
+        f"{data['duration']} s, V1 JSON, one random id of {data['customers']:,} per request. The predictor called "
+        f"directly: p50 {direct['p50']:.2f} ms, p99 {direct['p99']:.2f} ms, {direct['rps']:,.0f} req/s.",
+        "",
+        "| store | predictor | server | e2e p50 ms | e2e p99 ms | added p50 ms | added p99 ms | req/s |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+        *(
+            f"| {c['store']} | {c['mode']} | {c['server']} | {c['p50']:.2f} | {c['p99']:.2f} | "
+            f"{c['added_p50_ms']:.2f} | {c['added_p99_ms']:.2f} | {c['rps']:,.0f} |"
+            for c in data["configs"]
+        ),
+        "",
+    ]
+    shapes = data.get("shapes")
+    if shapes:
+        out += [
+            f"Against the reference shape ({data['reference_shape']}), the same predictor and SQLite store; "
+            f"answers compared first: {data['answers_checked']} customers, max abs difference "
+            f"{data['answers_max_abs_diff']:.2g}.",
+            "",
+            "| transformer | conc. | req/s | p50 ms | p99 ms |",
+            "|---|---:|---:|---:|---:|",
+            *(
+                f"| {who} | {c} | {p['rps']:,.0f} | {p['p50']:.2f} | {p['p99']:.2f} |"
+                for who, points in shapes.items()
+                for c, p in points.items()
+            ),
+            "",
+        ]
+    return out
+
+
+def explainer_section(suites: dict) -> list[str]:
+    """``explainer_latency.py``: latency and predictor calls per explanation, per engine, and the reference."""
+    data = suites.get("explainer")
+    if not data:
+        return []
+    out = [
+        "## Explainer: latency and predictor calls per explanation",
+        "",
+        f"`benchmarks/explainer_latency.py`; {data['explanations']} different customers explained one after another "
+        f"(one client), predictor over {data['predictor_protocol']}.",
+        "",
+        "| explainer | engine | p50 ms | p95 ms | predictor requests / explanation (mean, max) | rows / explanation |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in data["engines"]:
+        out.append(
+            f"| Ferry | {r['engine']} | {r['p50']:.1f} | {r['p95']:.1f} | {r['requests']:.1f} ({r['requests_max']}) "
+            f"| {r['rows']:.0f} |"
+        )
+    for r in data.get("reference", {}).values():
+        out.append(f"| reference | {r['engine']} | {r['p50']:.1f} | {r['p95']:.1f} | – | – |")
+    if data.get("reference_shape"):
+        answers = ", ".join(f"{r['engine']} {r['answers']}" for r in data["reference"].values())
+        out += ["", f"Reference: {data['reference_shape']}; explanations equal to Ferry's: {answers}."]
+    return [*out, ""]
+
+
+def mlserver_batching_section(suites: dict) -> list[str]:
+    """``mlserver_batching.py``: Ferry's batcher vs MLServer's adaptive batching inside one ``mlserver start``."""
+    data = suites.get("mlserver-batching")
+    if not data:
+        return []
+    return [
+        "## Batching inside MLServer: Ferry's batcher vs MLServer's adaptive batching",
+        "",
+        f"`benchmarks/mlserver_batching.py`: one `mlserver start` (0 workers), three models over the demo churn ONNX "
+        f"model, 1-row V2 REST JSON, wrk {data['duration']} s per point, {data['placement']}.",
+        "",
+        "| setup | conc. | req/s | p50 ms | p99 ms | non-2xx | Ferry rows/batch |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        *(
+            f"| {r['label']} | {r['connections']} | {r['rps']:,.0f} | {r['p50'] * 1e3:.2f} | {r['p99'] * 1e3:.2f} | "
+            f"{r['errors']} | {fmt(r['rows_per_batch'], digits=1)} |"
+            for r in data["rows"]
+        ),
+        "",
+    ]
+
+
+def request_cost_section(suites: dict) -> list[str]:
+    cost = suites.get("request_cost")
     if not cost:
         return []
     table = cost["us_per_request"]
@@ -176,19 +298,25 @@ def request_cost_section() -> list[str]:
     ]
 
 
-def targets(records: dict) -> list[tuple]:
+def targets(records: dict, suites: dict) -> list[tuple]:
+    """Every target any benchmark script defines, computed from this run: (name, value, wanted, op, verdict)."""
     rps = lambda case, peer, c=64: point(records, case, peer, c).get("rps")  # noqa: E731
     p50 = lambda case, peer, c=1: point(records, case, peer, c).get("p50")  # noqa: E731
     rows = []
     ferry = rps("small-v2json", "ferry-batch")
     rows.append(
         ratio_row(
-            "small V2 JSON c=64: Ferry / bare ASGI ceiling", ferry, rps("small-v2json", "ceiling-asgi"), 0.5
+            "small V2 JSON c=64: Ferry / bare uvicorn ASGI app answering a constant",
+            ferry,
+            rps("small-v2json", "ceiling-asgi"),
+            1.0,
         )
     )
     for peer, target in (("fastapi", 2), ("kserve-stock", 10), ("mlserver", 10), ("triton", 5)):
         rows.append(
-            ratio_row(f"small V2 JSON c=64: Ferry / {peer}", ferry, rps("small-v2json", peer), target)
+            ratio_row(
+                f"small V2 JSON c=64: Ferry / {PEERS[peer].label}", ferry, rps("small-v2json", peer), target
+            )
         )
     on, off = rps("large-v2json", "ferry-batch"), rps("large-v2json", "ferry-nobatch")
     rows.append(ratio_row("1.6M MLP c=64: batching on / off", on, off, 1.5))
@@ -246,7 +374,7 @@ def targets(records: dict) -> list[tuple]:
     for case in ("small-v2json", "large-v2json"):
         rows.append(
             ratio_row(
-                f"{case} c=1: p50 batching on / off",
+                f"{case} c=1: p50 batching on / off (the batcher's cost to one client)",
                 p50(case, "ferry-batch"),
                 p50(case, "ferry-nobatch"),
                 1.1,
@@ -283,12 +411,101 @@ def targets(records: dict) -> list[tuple]:
             rps("small-grpc", "grpc-echo-h2"), rps("small-grpc", "ferry-batch"), 1.0,
         )
     )  # fmt: skip
-    return rows + gpu_targets()
+    return rows + host_targets(records) + suite_targets(suites) + gpu_targets(suites)
 
 
-def gpu_targets() -> list[tuple]:
+# Where compute dominates a request, Ferry's batcher inside a host must at least double the host's own runtime.
+COMPUTE_BOUND = {"large-v2json", "large-v2binary", "image-v2binary", "image-v2json"}
+HOSTS = (  # (Ferry inside the host, the host's own runtime on the same model)
+    ("ferry-mlserver", "mlserver", "Ferry's MLServer runtime / MLServer's own"),
+    (
+        "ferry-kserve",
+        "kserve-stock",
+        "Ferry's kserve.Model / a plain custom kserve.Model, both in kserve.ModelServer",
+    ),
+)
+
+
+def host_targets(records: dict) -> list[tuple]:
+    """Inside each host, Ferry against the host's own runtime, on every case that has both, at c=64."""
+    rows = []
+    for ferry, stock, label in HOSTS:
+        for case in CASES:
+            if ferry in case.peers and stock in case.peers:
+                wanted = 2.0 if case.name in COMPUTE_BOUND else 1.0
+                mine, theirs = point(records, case.name, ferry, 64), point(records, case.name, stock, 64)
+                rows.append(
+                    ratio_row(f"{case.name} c=64: {label}", mine.get("rps"), theirs.get("rps"), wanted)
+                )
+    return rows
+
+
+def suite_targets(suites: dict) -> list[tuple]:
+    """The targets of the suites: the engine in process, the transformer, the explainer, many models."""
+    rows = []
+    engine = suites.get("engine", {})
+    for key, label in (
+        (
+            "overhead_64_requests_pct",
+            "engine in process: 64 one-row requests batched vs one raw batch of 64, overhead %",
+        ),
+        ("overhead_one_request_pct", "engine in process: one 64-row request vs the raw call, overhead %"),
+    ):
+        rows.append(target_row(label, engine.get(key), 10, "<="))
+    transformer = suites.get("transformer", {})
+    configs = transformer.get("configs", [])
+    for key, wanted in (("added_p50_ms", 2.0), ("added_p99_ms", 10.0)):
+        worst = max(configs, key=lambda c: c[key]) if configs else {}
+        where = f"{worst['store']}, {worst['mode']}, {worst['server']}" if worst else "–"
+        rows.append(
+            target_row(
+                f"transformer c={transformer.get('connections', '?')}: {key[:-3].replace('_', ' ')} ms over calling "
+                f"the predictor directly, the worst of {len(configs)} configurations ({where})",
+                worst.get(key),
+                wanted,
+                "<=",
+            )
+        )
+    for c in (1, 16, 64):
+        mine, theirs = (
+            transformer.get("shapes", {}).get(k, {}).get(str(c), {}) for k in ("ferry", "reference")
+        )
+        rows.append(
+            ratio_row(
+                f"transformer c={c}: Ferry / a kserve.Model calling Feast's get_online_features and the predictor "
+                "over V1, req/s",
+                mine.get("rps"),
+                theirs.get("rps"),
+                1.0,
+            )
+        )
+    explainer = suites.get("explainer", {})
+    for engine, entry in explainer.get("reference", {}).items():
+        mine = next((r for r in explainer.get("engines", []) if r["engine"] == engine), {})
+        rows.append(
+            ratio_row(
+                f"explainer {engine}, one client: p50 Ferry / a kserve.Model wrapping alibi around V1 predictor calls",
+                mine.get("p50"),
+                entry.get("p50"),
+                1.0,
+                "<=",
+            )
+        )
+    multi = suites.get("multi-model", {})
+    rows.append(
+        target_row(
+            "many models: Ferry's marginal RSS per model / MLServer's with one worker (Seldon Core 2's default)",
+            multi.get("marginal_rss_ratio"),
+            0.10,
+            "<=",
+        )
+    )
+    return rows
+
+
+def gpu_targets(suites: dict) -> list[tuple]:
     """The GPU case's two targets, each the weakest over every model, backend and precision measured."""
-    gpu = gpu_results()
+    gpu = suites.get("gpu")
     measured = [c["targets"] for c in gpu["configs"].values() if "targets" in c] if gpu else []
     rows = []
     for key, label, target in (
@@ -301,46 +518,71 @@ def gpu_targets() -> list[tuple]:
     return rows
 
 
-def gpu_results() -> dict | None:
-    """``benchmarks/gpu.py``'s results/gpu.json, if a GPU machine has written one."""
-    path = RESULTS / "gpu.json"
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def write_report(command: str) -> None:
-    records = {}
-    for path in sorted(RESULTS.glob("*.json")):
+def load_run(results: Path) -> tuple[dict, dict, dict]:
+    """One run's folder: the load-test cases by name, the suites' results by name, and run.json."""
+    records, suites = {}, {}
+    for path in sorted(results.glob("*.json")):
         data = json.loads(path.read_text())
-        if "case" in data:  # machine.json and engine.json are not load-test cases
+        if "case" in data:
             records[data["case"] + ("-external" if data.get("url") else "")] = data
-    info = json.loads((RESULTS / "machine.json").read_text()) if (RESULTS / "machine.json").exists() else {}
+        elif path.stem != "run":
+            suites[path.stem] = data
+    run = results / "run.json"
+    return records, suites, json.loads(run.read_text()) if run.exists() else {}
+
+
+def header(run: dict) -> list[str]:
+    """What was measured, where, with what and by which command: the run's own record."""
+    if not run:
+        return ["**No run.json: these results are not from one recorded run.**", ""]
+    packages = ", ".join(f"{k} {v}" for k, v in run.get("packages", {}).items() if v)
+    commit = f"`{run.get('commit')}` ({run.get('commit_date')})"
+    if run.get("dirty"):
+        commit += " **with uncommitted changes: these figures are not that commit's**"
+    lines = [
+        f"- commit: {commit}",
+        f"- run: {run.get('started')}, {run.get('elapsed_s', 0) / 60:.0f} min, mode **{run.get('mode')}**, "
+        f"load average before {fmt(run.get('load_average_before'), digits=2)}",
+        f"- command: `{run.get('command')}`",
+        f"- machine: {run.get('cpu')}, {run.get('cpus')} CPUs, Linux {run.get('kernel')}, Python {run.get('python')}",
+        f"- packages: {packages}",
+        f"- tools: {', '.join(f'{v}' for v in run.get('tools', {}).values() if v)}",
+    ]
+    suites = run.get("suites", {})
+    if suites:
+        lines.append(
+            "- suites: "
+            + ", ".join(
+                f"{name} ({entry['seconds']:.0f} s"
+                + ("" if entry["rc"] == 0 else f", **failed: {entry['rc']}**")
+                + ")"
+                for name, entry in suites.items()
+            )
+        )
+    if run.get("mode") != "full":
+        lines += ["", f"**A {run.get('mode')} run, for development: not for comparison.**"]
+    return [*lines, ""]
+
+
+def write_report(results: Path, report: Path, plots: Path) -> None:
+    records, suites, run = load_run(results)
     order = [c.name for c in CASES]
     names = sorted(records, key=lambda n: order.index(n) if n in order else len(order))
     out = ["# Benchmark results", ""]
     out += [
-        "Generated by `benchmarks/run.py`; do not edit by hand. Server pinned to CPU 0, load generator on CPU 1,",
-        "loopback only. HTTP: wrk (1 thread) + `benchmarks/lua/post.lua`; gRPC: h2load with framed ModelInfer",
-        "messages. Each point: best of its runs (req/s), latency percentiles of that run; peak RSS of the",
-        "server's process group over all runs. Every server's answer was checked against in-process onnxruntime",
-        "(max abs error <= 1e-4) before it was measured.",
+        "Generated whole by `benchmarks/run.py` from one run (below); do not edit by hand. Server pinned to CPU 0,",
+        "load generator on CPU 1, loopback only. HTTP: wrk (1 thread) + `benchmarks/lua/post.lua`; gRPC: h2load",
+        "with framed ModelInfer messages. Each point: best of its runs (req/s), latency percentiles of that run; peak",
+        "RSS of the server's process group over all runs. Every server's answer was checked against in-process",
+        "onnxruntime (max abs error <= 1e-4) before it was measured.",
         "",
+        *header(run),
     ]
-    if info:
-        packages = ", ".join(f"{k} {v}" for k, v in info.get("packages", {}).items() if v)
-        out += [
-            f"- machine: {info.get('cpu')}, {info.get('cpus')} CPUs, Linux {info.get('kernel')}, Python {info.get('python')}",
-            f"- packages: {packages}",
-            f"- tools: {', '.join(f'{v}' for v in info.get('tools', {}).values() if v)}",
-            f"- command: `{info.get('command', command)}`",
-            "",
-        ]
-    quick = [n for n in names if records[n].get("quick")]
-    if quick:
-        out += [f"**Quick smoke-run data (1 run of 2 s) in: {', '.join(quick)}. Not for comparison.**", ""]
     out += ["## Targets", "", "| target | achieved | wanted | result |", "|---|---:|---:|---|"]
-    for name, value, target, op, verdict in targets(records):
+    rows = targets(records, suites)
+    for name, value, target, op, verdict in rows:
         out.append(f"| {name} | {fmt(value, digits=2)} | {op} {target} | {verdict} |")
-    out += ["", *MISS_NOTES_LARGE, *large_budget(records), *MISS_NOTES_REST, ""]
+    out += ["", *miss_notes(rows, records, suites), ""]
     for name in names:
         record = records[name]
         out += [f"## {name}: {record['title']}", ""]
@@ -396,19 +638,22 @@ def write_report(command: str) -> None:
                     ),
                     "",
                 ]
-    out += gpu_section()
-    out += request_cost_section()
-    out += engine_section()
-    out += multi_model_section()
-    (BENCH / "RESULTS.md").write_text("\n".join(out))
-    plot(records)
+    out += transformer_section(suites)
+    out += explainer_section(suites)
+    out += mlserver_batching_section(suites)
+    out += request_cost_section(suites)
+    out += engine_section(suites)
+    out += multi_model_section(suites)
+    out += gpu_section(suites)
+    report.write_text("\n".join(out))
+    plot(records, plots)
 
 
-def gpu_section() -> list[str]:
+def gpu_section(suites: dict) -> list[str]:
     """The GPU case (``benchmarks/gpu.py``, results/gpu.json), or how to take it where none was measured."""
-    gpu = gpu_results()
+    gpu = suites.get("gpu")
     head = ["## GPU case: digits CNN and ResNet-18, ONNX CUDA and torch CUDA, fp32 and fp16", ""]
-    if gpu is None:
+    if not gpu:
         return [
             *head,
             "Not measured: no machine with a GPU has run it yet. `python benchmarks/gpu.py` on one writes",
@@ -449,12 +694,11 @@ def gpu_section() -> list[str]:
     return [*out, ""]
 
 
-def engine_section() -> list[str]:
+def engine_section(suites: dict) -> list[str]:
     """The in-process engine figures of ``benchmarks/engine_overhead.py`` when recorded."""
-    path = BENCH / "results" / "engine.json"
-    if not path.exists():
+    engine = suites.get("engine")
+    if not engine:
         return []
-    engine = json.loads(path.read_text())
     return [
         "## Engine overhead, in process (no HTTP)",
         "",
@@ -468,12 +712,11 @@ def engine_section() -> list[str]:
     ]
 
 
-def multi_model_section() -> list[str]:
+def multi_model_section(suites: dict) -> list[str]:
     """Many models on one server (``benchmarks/multi_model.py``, results/multi-model.json), when recorded."""
-    path = RESULTS / "multi-model.json"
-    if not path.exists():
+    data = suites.get("multi-model")
+    if not data:
         return []
-    data = json.loads(path.read_text())
     servers = data["servers"]
     mib = 2**20
     out = [
@@ -534,14 +777,14 @@ def weights_note(data: dict, mlserver_bytes: float) -> list[str]:
     ]
 
 
-def plot(records: dict) -> None:
+def plot(records: dict, plots: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    PLOTS.mkdir(exist_ok=True)
-    for stale in PLOTS.glob("*.png"):  # a case whose results file is gone loses its plot too
+    plots.mkdir(parents=True, exist_ok=True)
+    for stale in plots.glob("*.png"):  # a case whose results file is gone loses its plot too
         if stale.stem not in records:
             stale.unlink()
     for name, record in records.items():
@@ -571,5 +814,5 @@ def plot(records: dict) -> None:
         left.grid(alpha=0.3)
         right.grid(alpha=0.3)
         fig.tight_layout()
-        fig.savefig(PLOTS / f"{name}.png", dpi=90)
+        fig.savefig(plots / f"{name}.png", dpi=90)
         plt.close(fig)

@@ -1,19 +1,22 @@
 """Ferry against KServe, MLServer, Triton and a hand-written FastAPI route: the whole benchmark in one command.
 
-    .venv/bin/python benchmarks/run.py                      # every case: best of 2 runs of 6 s per point
-    .venv/bin/python benchmarks/run.py --quick              # smoke run: few cases, 1 run of 2 s, c=1 and 64
-    .venv/bin/python benchmarks/run.py --cases small-v2json,small-grpc --peers ferry-batch,kserve-stock
+    .venv/bin/python benchmarks/run.py                      # the full run: what benchmarks/RESULTS.md holds
+    .venv/bin/python benchmarks/run.py --quick              # development: every case and suite, briefly
+    .venv/bin/python benchmarks/run.py --cases small-v2json,small-grpc --peers ferry-batch,kserve-stock --suites none
     .venv/bin/python benchmarks/run.py --url http://HOST --model_name NAME --cases small-v2json  # any target
-    .venv/bin/python benchmarks/run.py --profile            # also py-spy Ferry at c=64 (small V2 JSON, gRPC)
     .venv/bin/python benchmarks/run.py --report             # only rewrite RESULTS.md and the plots
+
+A run is the load-test cases, then the suites (in-process engine overhead, request cost without sockets, many
+models per server, the transformer and the explainer against their reference shapes, batching inside MLServer),
+each suite a script of its own run by the Python of its environment. The full run (no --quick, --cases, --peers,
+--suites or --url) clears benchmarks/results and regenerates RESULTS.md and plots/ from what it measured alone,
+recording the commit, date, machine, packages and command in results/run.json. Every other run writes to
+benchmarks/.work/results and .work/RESULTS-dev.md instead, so development numbers never mix with the full run's.
 
 Method: each server runs pinned to CPU 0 (``taskset -c 0``, its child processes included), the load generator
 on CPU 1, loopback only. HTTP load: wrk + benchmarks/lua/post.lua. gRPC load: h2load sending framed ModelInfer
 messages. Every server's answer is checked once against in-process onnxruntime (1e-4) before it is measured.
 Each point keeps the best of its runs; the peak RSS of the server's process group is sampled during each run.
-
-Writes benchmarks/results/<case>.json (one file per case, so a partial run updates only its cases),
-benchmarks/RESULTS.md and benchmarks/plots/<case>.png, both rebuilt from every results file present.
 """
 
 from __future__ import annotations
@@ -22,20 +25,35 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtimes"))
 from cases import CASES, QUICK, Case
-from common import BENCH, RESULTS
+from common import (
+    BENCH,
+    DEV_PLOTS,
+    DEV_REPORT,
+    DEV_RESULTS,
+    EXPLAINER_PY,
+    FERRY_PY,
+    PLOTS,
+    REPO,
+    REPORT,
+    RESULTS,
+    SERVER_CPU,
+    mlserver_python,
+)
 from load import payloads
 from load.measure import check, load_once, measure_point, summarise_profile
 from models import example_input, model_dir, ort_session, raw_ort
 from peers import PEERS, external, start_server
-from report import machine, write_report
+from report import commit, machine, write_report
 
 # ----------------------------------------------------------------------------------------------------- cases
 
@@ -87,7 +105,7 @@ def run_cases(cases: list[Case], args, log_dir: Path) -> None:
             record["elapsed_s"] = time.time() - started
             record["load_after"] = os.getloadavg()
             suffix = "-external" if args.url else ""
-            (RESULTS / f"{case.name}{suffix}.json").write_text(json.dumps(record, indent=2))
+            (args.out / f"{case.name}{suffix}.json").write_text(json.dumps(record, indent=2))
 
 
 def new_record(case: Case, args, runs: int, seconds: float) -> dict:
@@ -133,8 +151,8 @@ def measure_peer(server, peer_name, case, model_name, input_name, x, expected, r
         return entry
     for connections in concurrency:
         profile_to = None
-        if args.profile and peer_name == "ferry-batch" and case.name in PROFILED and connections == 64:
-            profile_to = RESULTS / f"profile-ferry-{case.name}-c64.txt"
+        if args.profile and (case.name, peer_name) in PROFILED and connections == 64:
+            profile_to = args.out / f"profile-{peer_name}-{case.name}-c64.txt"
         try:
             point = measure_point(
                 server, payload, body_file, model_name, connections, runs, seconds, profile_to
@@ -151,37 +169,104 @@ def measure_peer(server, peer_name, case, model_name, input_name, x, expected, r
 
 # ------------------------------------------------------------------------------------------ py-spy budget
 
-PROFILED = (
-    "small-v2json",
-    "small-grpc",
-)  # --profile: py-spy Ferry (batching on) at c=64 in these cases# ------------------------------------------------------------------------------------------------------ main
+# --profile (always on in the full run): py-spy at c=64 on these (case, peer): Ferry's lean server, and Ferry
+# inside each host, whose budgets show where the host's time goes.
+PROFILED = {
+    ("small-v2json", "ferry-batch"),
+    ("small-grpc", "ferry-batch"),
+    ("small-v2json", "ferry-kserve"),
+    ("small-v2json", "ferry-mlserver"),
+    ("large-v2json", "ferry-mlserver"),
+}
+
+# ------------------------------------------------------------------------------------------------- suites
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A benchmark script of its own, run after the load-test cases; it writes results/<name>.json."""
+
+    name: str
+    python: Path
+    script: str
+    full: tuple[str, ...] = ()
+    quick: tuple[str, ...] = ()
+    pin: str | None = None  # taskset CPU list for the whole script (in-process measurements)
+    timeout_s: int = 1800
+    needs_gpu: bool = False  # skipped (and recorded as not measured) on a machine without nvidia-smi
+
+
+SUITES = (
+    Suite("engine", FERRY_PY, "engine_overhead.py", ("--seconds", "4"), ("--seconds", "1"), pin=SERVER_CPU),
+    Suite("request_cost", FERRY_PY, "request_cost.py", ("--seconds", "2"), ("--seconds", "0.5"), pin=SERVER_CPU),
+    Suite("multi-model", FERRY_PY, "multi_model.py", (), ("--models", "4", "--seconds", "2")),
+    Suite("transformer", FERRY_PY, "transformer_latency.py", ("--duration", "6"), ("--quick", "--duration", "2", "--runs", "1")),
+    Suite("explainer", EXPLAINER_PY, "explainer_latency.py", (), ("--explanations", "4", "--warmup", "1")),
+    Suite("mlserver-batching", mlserver_python(), "mlserver_batching.py", ("--duration", "6"), ("--duration", "2")),
+    Suite("gpu", FERRY_PY, "gpu.py", (), ("--quick",), needs_gpu=True),
+)  # fmt: skip
+
+
+def run_suites(suites: list[Suite], args) -> dict:
+    """Each suite in turn; what each did (command, seconds, exit status) goes into run.json."""
+    done = {}
+    for suite in suites:
+        if suite.needs_gpu and shutil.which("nvidia-smi") is None:
+            done[suite.name] = {
+                "command": suite.script,
+                "seconds": 0,
+                "rc": "skipped: no GPU on this machine",
+            }
+            continue
+        command = [str(suite.python), str(BENCH / suite.script), *(suite.quick if args.quick else suite.full)]
+        command += ["--json", str(args.out / f"{suite.name}.json")]
+        if suite.pin:
+            command = ["taskset", "-c", suite.pin, *command]
+        print(f"==> suite {suite.name}: {' '.join(command)}", file=sys.stderr)
+        started = time.time()
+        try:
+            rc = subprocess.run(command, cwd=REPO, timeout=suite.timeout_s).returncode
+        except subprocess.TimeoutExpired:
+            rc = "timeout"
+        done[suite.name] = {
+            "command": " ".join(command),
+            "seconds": round(time.time() - started, 1),
+            "rc": rc,
+        }
+        if rc != 0:
+            print(f"!! suite {suite.name} failed: {rc}", file=sys.stderr)
+    return done  # ------------------------------------------------------------------------------------------------------ main
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="smoke run: 1 run of 2 s, c=1 and 64, few cases")
+    parser.add_argument(
+        "--quick", action="store_true", help="development: 1 run of 2 s, c=1 and 64, short suites"
+    )
     parser.add_argument(
         "--cases", default="", help=f"comma-separated, from: {', '.join(c.name for c in CASES)}"
     )
     parser.add_argument("--peers", default="", help=f"comma-separated, from: {', '.join(PEERS)}")
+    parser.add_argument(
+        "--suites", default=None, help=f"comma-separated, or none, from: {', '.join(s.name for s in SUITES)}"
+    )
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument(
         "--url", default="", help="measure this server instead (gRPC: BENCH_GRPC_ADDRESS=host:port)"
     )
     parser.add_argument("--model_name", default="model", help="with --url: the model's name there")
-    parser.add_argument(
-        "--profile", action="store_true", help="py-spy Ferry at c=64, small-v2json and small-grpc"
-    )
+    parser.add_argument("--profile", action="store_true", help="py-spy at c=64 (always on in the full run)")
     parser.add_argument("--report", action="store_true", help="only rebuild RESULTS.md and plots")
     args = parser.parse_args()
     args.peers = [p for p in args.peers.split(",") if p]
+    full = not (args.quick or args.cases or args.peers or args.url or args.suites is not None)
+    args.out, report, plots = (RESULTS, REPORT, PLOTS) if full else (DEV_RESULTS, DEV_REPORT, DEV_PLOTS)
     command = "python benchmarks/run.py " + " ".join(sys.argv[1:])
-    RESULTS.mkdir(exist_ok=True)
     if args.report:
-        write_report(command)
+        write_report(RESULTS, REPORT, PLOTS)
         return
     for tool in ("wrk", "h2load", "taskset"):
         if shutil.which(tool) is None:
@@ -192,18 +277,31 @@ def main() -> None:
         list(QUICK) if args.quick else [c.name for c in CASES]
     )
     unknown = set(wanted) - {c.name for c in CASES}
+    suites = [s for s in SUITES if args.suites is None or s.name in args.suites.split(",")]
+    unknown |= set((args.suites or "").split(",")) - {s.name for s in SUITES} - {"", "none"}
     if unknown:
-        sys.exit(f"unknown cases: {', '.join(sorted(unknown))}")
+        sys.exit(f"unknown cases or suites: {', '.join(sorted(unknown))}")
+    args.profile = args.profile or full
+    # Every file of the results folder is this run's: what an earlier run left there is gone first.
+    shutil.rmtree(args.out, ignore_errors=True)
+    args.out.mkdir(parents=True)
     started = time.time()
+    info = {
+        **commit(),
+        "mode": "full" if full else "quick" if args.quick else "partial",
+        "command": command,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "load_average_before": os.getloadavg()[0],
+        **machine(),
+    }
     print(f"==> load average {os.getloadavg()[0]:.2f}; cases: {', '.join(wanted)}", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="ferry-bench-") as tmp:
         run_cases([c for c in CASES if c.name in wanted], args, Path(tmp))
-    info = machine()
-    info["command"] = command
-    info["last_run_s"] = time.time() - started
-    (RESULTS / "machine.json").write_text(json.dumps(info, indent=2))
-    write_report(command)
-    print(f"==> done in {time.time() - started:.0f} s; see {BENCH / 'RESULTS.md'}", file=sys.stderr)
+    info["suites"] = run_suites(suites, args) if not args.url else {}
+    info["elapsed_s"] = round(time.time() - started)
+    (args.out / "run.json").write_text(json.dumps(info, indent=2))
+    write_report(args.out, report, plots)
+    print(f"==> done in {time.time() - started:.0f} s; see {report}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,12 @@ the predictor directly with the same features, at 16 concurrent clients (wrk, on
 Starts everything on loopback: redis-server, Ferry's predictor on the demo churn ONNX model, and one
 ``ferry-transformer`` per configuration (SQLite / Redis online store; remote predictor over V2 REST or gRPC, or
 collocated in-process; Ferry's lean server or kserve.ModelServer). Prints a markdown table. Targets: added
-p50 <= 2 ms, p99 <= 10 ms."""
+p50 <= 2 ms, p99 <= 10 ms.
+
+Then the reference shape (``peers/kserve_feast_transformer.py``: a plain kserve.Model calling the Feast SDK's
+``get_online_features`` in ``preprocess`` and the predictor over V1) against Ferry's transformer with the same
+predictor protocol and store, at 1, 16 and 64 connections, after checking that both give the same answers.
+``--json`` writes everything for ``benchmarks/run.py``."""
 
 from __future__ import annotations
 
@@ -92,6 +97,75 @@ def wrk(
     return {"p50": p50, "p99": p99, "rps": rps}
 
 
+REFERENCE = (
+    "a plain kserve.Model in kserve.ModelServer calling the Feast SDK's get_online_features in preprocess and the "
+    "predictor over V1 (benchmarks/peers/kserve_feast_transformer.py)"
+)
+SHAPE_CONNECTIONS = (1, 16, 64)
+
+
+def compare_shapes(args, spawn, predictor: str, repo: Path, work: Path) -> tuple[dict, int, float]:
+    """Ferry's transformer and the reference shape, both on SQLite and calling the predictor over V1: their
+    answers compared on the same customers first, then req/s and p50/p99 at 1, 16 and 64 connections."""
+    servers = {}
+    port = free_port()
+    ferry = spawn(
+        [
+            *(str(BIN / "ferry-transformer"), "--model_name=churn-transformer"),
+            *("--predictor_model_name=churn", f"--feature_repo={repo}", "--online_store=sqlite"),
+            *(f"--http_port={port}", "--grpc_port=0", "--host=127.0.0.1", "--log_level=warning"),
+            *(f"--predictor_host={predictor}", "--predictor_protocol=v1"),
+        ],
+        "shape-ferry",
+    )
+    wait_ready(f"http://127.0.0.1:{port}/v2/models/churn-transformer/ready", ferry)
+    servers["Ferry transformer (lean server, V1 to the predictor)"] = (
+        ferry,
+        f"http://127.0.0.1:{port}/v1/models/churn-transformer:predict",
+    )
+    port, grpc_port = free_port(), free_port()
+    reference = spawn(
+        [
+            *(str(BIN / "python"), str(REPO / "benchmarks" / "peers" / "kserve_feast_transformer.py")),
+            *("--model_name=churn", f"--predictor_host={predictor}", f"--feature_repo={repo}"),
+            *(f"--http_port={port}", f"--grpc_port={grpc_port}"),
+        ],
+        "shape-reference",
+    )
+    wait_ready(f"http://127.0.0.1:{port}/v1/models/churn", reference)
+    servers["reference: kserve.Model + Feast SDK + V1"] = (
+        reference,
+        f"http://127.0.0.1:{port}/v1/models/churn:predict",
+    )
+
+    ids = [f"C{i:05d}" for i in range(1, 41)]
+    answers = {}
+    for who, (_, url) in servers.items():
+        answers[who] = [httpx.post(url, json={"instances": [i]}, timeout=10).json() for i in ids]
+    (mine, theirs) = answers.values()
+    max_diff = 0.0
+    for i, a, b in zip(ids, mine, theirs, strict=True):
+        if a.get("interpretations") is None or a.get("interpretations") != b.get("interpretations"):
+            raise SystemExit(f"{i}: the transformers disagree: {a} vs {b}")
+        max_diff = max(max_diff, abs(a["predictions"][0] - b["predictions"][0]))
+    if max_diff > 1e-4:
+        raise SystemExit(f"the transformers' probabilities differ by {max_diff}")
+
+    shapes = {}
+    for who, (process, url) in servers.items():
+        wrk(url, None, 2, 16, work, customers=CUSTOMERS)  # warm-up
+        shapes[who] = {}
+        for connections in SHAPE_CONNECTIONS:
+            runs = [
+                wrk(url, None, args.duration, connections, work, customers=CUSTOMERS)
+                for _ in range(args.runs)
+            ]
+            shapes[who][str(connections)] = max(runs, key=lambda r: r["rps"])
+        process.terminate()
+        process.wait(30)
+    return shapes, len(ids), max_diff
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -103,6 +177,7 @@ def main() -> int:
     parser.add_argument(
         "--quick", action="store_true", help="fewer configurations (SQLite/Redis x remote/collocated)"
     )
+    parser.add_argument("--json", type=Path, help="also write the results here (benchmarks/run.py's suite)")
     args = parser.parse_args()
     if shutil.which("wrk") is None or shutil.which("redis-server") is None:
         raise SystemExit("needs wrk and redis-server (apt-get install wrk redis-server)")
@@ -199,6 +274,8 @@ def main() -> int:
             process.terminate()
             process.wait(30)
 
+        shapes, checked, max_diff = compare_shapes(args, spawn, predictor, repos["sqlite"], work)
+
         print(
             f"\nAdded latency at {args.connections} concurrent clients, best of {args.runs} x {args.duration} s, wrk, "
             f"V1 JSON, one random id of {CUSTOMERS:,} per request"
@@ -218,6 +295,36 @@ def main() -> int:
                 f"| {store} | {mode} | {server} | {r['p50']:.2f} | {r['p99']:.2f} | {added50:.2f} | {added99:.2f} "
                 f"| {r['rps']:.0f} | {ok} |"
             )
+        print(f"\nFerry vs {REFERENCE} (answers equal on {checked} customers, max abs diff {max_diff:.2g})\n")
+        print("| transformer | conc. | req/s | p50 ms | p99 ms |\n|---|---:|---:|---:|---:|")
+        for who, points in shapes.items():
+            for c, r in points.items():
+                print(f"| {who} | {c} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} |")
+        if args.json:
+            configs = [
+                {
+                    "store": store,
+                    "mode": mode,
+                    "server": server,
+                    **r,
+                    "added_p50_ms": r["p50"] - direct["p50"],
+                    "added_p99_ms": r["p99"] - direct["p99"],
+                }
+                for store, mode, server, r in rows
+            ]
+            record = {
+                "connections": args.connections,
+                "runs": args.runs,
+                "duration": args.duration,
+                "customers": CUSTOMERS,
+                "direct": direct,
+                "configs": configs,
+                "reference_shape": REFERENCE,
+                "answers_checked": checked,
+                "answers_max_abs_diff": max_diff,
+                "shapes": shapes,
+            }
+            args.json.write_text(json.dumps(record, indent=2))
         return 0
     finally:
         for process in reversed(processes):

@@ -56,7 +56,7 @@ PEERS = {
         flags=("--implementation=ferry.adapters.mlserver.FerryRuntime",),
     ),
     "triton": Peer(
-        "Triton 2.51 (nvidia-pytriton 0.7.0) dynamic batcher, PyTriton function",
+        "Triton 2.51 Python backend via PyTriton 0.7.0, dynamic batcher (max 64, no delay)",
         ("v2json", "v2binary", "grpc"), python=TRITON_PY, launcher="triton_pytriton.py",
     ),
     "fastapi": Peer("minimal FastAPI V2 route + onnxruntime", ("v2json",), launcher="fastapi_v2.py"),

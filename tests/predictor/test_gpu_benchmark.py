@@ -73,15 +73,14 @@ def test_batching_forms_batches_and_the_targets_come_from_the_measured_points(re
         assert f"{name} " in stdout
 
 
-def test_results_md_shows_the_gpu_case_with_the_device_named(report, monkeypatch, tmp_path):
+def test_results_md_shows_the_gpu_case_with_the_device_named(report, tmp_path):
     data, _ = report
     sys.path.insert(0, str(REPO / "benchmarks"))
     import report
 
     (tmp_path / "gpu.json").write_text(json.dumps(data))
-    monkeypatch.setattr(report, "RESULTS", tmp_path)
-    section = "\n".join(report.gpu_section())
+    _, suites, _ = report.load_run(tmp_path)
+    section = "\n".join(report.gpu_section(suites))
     assert f"Device: **{data['device']}**" in section
     assert section.count("| digits |") == 4 and section.count("| resnet18 |") == 4
-    monkeypatch.setattr(report, "RESULTS", tmp_path / "none")
-    assert "Not measured" in "\n".join(report.gpu_section())
+    assert "Not measured" in "\n".join(report.gpu_section({}))

@@ -1,0 +1,72 @@
+"""benchmarks/report.py: RESULTS.md is computed from one run's folder, its verdicts from the figures in it."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture()
+def report():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import report
+
+    return report
+
+
+def case(name: str, peers: dict[str, float]) -> dict:
+    """A load-test case record with one c=64 point (req/s) per peer."""
+    return {
+        "case": name,
+        "title": name,
+        "model": "m",
+        "kind": "v2json",
+        "concurrency": [64],
+        "runs": 2,
+        "seconds": 6,
+        "when": "2026-12-05 00:00:00",
+        "peers": {
+            peer: {"points": {"64": {"rps": rps, "p50": 0.001, "p99": 0.002, "runs_rps": [rps, rps * 0.9]}}}
+            for peer, rps in peers.items()
+        },
+    }
+
+
+def test_the_report_is_one_runs_with_its_commit_and_verdicts_computed_from_its_figures(report, tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "small-v2json.json").write_text(
+        json.dumps(case("small-v2json", {"ferry-batch": 9000, "ceiling-asgi": 10000, "mlserver": 900}))
+    )
+    (results / "small-grpc.json").write_text(
+        json.dumps(case("small-grpc", {"ferry-mlserver": 800, "mlserver": 1000}))
+    )
+    (results / "engine.json").write_text(json.dumps({"overhead_64_requests_pct": 12.5}))
+    run = {**report.commit(), "mode": "full", "command": "python benchmarks/run.py", "started": "now"}
+    (results / "run.json").write_text(json.dumps({**run, "elapsed_s": 60, "suites": {}}))
+    out = tmp_path / "RESULTS.md"
+    report.write_report(results, out, tmp_path / "plots")
+    text = out.read_text()
+
+    assert f"`{run['commit']}`" in text and "mode **full**" in text
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    asgi = rows["small V2 JSON c=64: Ferry / bare uvicorn ASGI app answering a constant"]
+    assert "| 0.90 | >= 1.0 | MISS |" in asgi
+    host = rows["small-grpc c=64: Ferry's MLServer runtime / MLServer's own"]
+    assert "| 0.80 | >= 1.0 | MISS |" in host
+    engine = next(line for name, line in rows.items() if name.startswith("engine in process: 64 one-row"))
+    assert "| 12.50 | <= 10 | MISS |" in engine
+    # A miss comes with this run's own figures, never with text typed into the generator.
+    assert "small-grpc: Ferry inside 1250, the host's own 1000" in text
+    assert "run-to-run spread at c=64 in this run" in text
+
+
+def test_a_report_without_its_run_record_says_so(report, tmp_path):
+    (tmp_path / "small-v2json.json").write_text(json.dumps(case("small-v2json", {"ferry-batch": 1.0})))
+    report.write_report(tmp_path, tmp_path / "R.md", tmp_path / "plots")
+    assert "not from one recorded run" in (tmp_path / "R.md").read_text()

@@ -163,11 +163,7 @@ def miss_notes(rows: list[tuple], records: dict, suites: dict) -> list[str]:
                 if mine.get("rps") and theirs.get("rps"):
                     out.append(
                         f"  - {case.name}: Ferry inside {1e6 / mine['rps']:.0f}, the host's own {1e6 / theirs['rps']:.0f}"
-                        + (
-                            f"; Ferry's rows per batch {mine['rows_per_batch']:.1f}"
-                            if mine.get("rows_per_batch")
-                            else ""
-                        )
+                        + host_bound(records, case.name, ferry, theirs["rps"])
                     )
             out.append(f"  (where the time goes: the {ferry} per-request budgets below)")
     spread = []
@@ -182,6 +178,23 @@ def miss_notes(rows: list[tuple], records: dict, suites: dict) -> list[str]:
             f"{sorted(spread)[len(spread) // 2] * 100:.1f} %, largest {max(spread) * 100:.1f} %."
         )
     return out
+
+
+def host_bound(records: dict, case: str, ferry: str, stock_rps: float) -> str:
+    """From the profile of Ferry inside the host: the µs per request the host's own stack takes (web framework,
+    request models, its own code), and so the most any runtime inside that host could gain over the stock one
+    (its whole request, over the host's part alone)."""
+    profile = records.get(case, {}).get("peers", {}).get(ferry, {}).get("profile")
+    if not profile:
+        return ""
+    host_us = sum(us for where, us in profile["budget_us"].items() if where.startswith("host:"))
+    if not host_us:
+        return ""
+    share = 100 * host_us / profile["us_per_request"]
+    return (
+        f"; the host's own stack {host_us:.0f} µs of Ferry's ({share:.0f} %, py-spy), so no runtime inside this "
+        f"host can exceed {1e6 / stock_rps / host_us:.2f}x the stock one here"
+    )
 
 
 def transformer_section(suites: dict) -> list[str]:

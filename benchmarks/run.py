@@ -176,7 +176,10 @@ PROFILED = {
     ("small-grpc", "ferry-batch"),
     ("small-v2json", "ferry-kserve"),
     ("small-v2json", "ferry-mlserver"),
+    ("large-v2json", "ferry-kserve"),
     ("large-v2json", "ferry-mlserver"),
+    ("image-v2json", "ferry-mlserver"),
+    ("image-v2binary", "ferry-kserve"),
 }
 
 # ------------------------------------------------------------------------------------------------- suites

@@ -153,9 +153,19 @@ PROFILE_RULES = [
         "routing, request/response (ferry/server/rest.py, grpc.py)",
         ("ferry/server/rest.py", "ferry/server/grpc.py", "ferry/errors.py"),
     ),
+    # Inside a host (MLServer, kserve.ModelServer) most of a request is the host's own stack: split it.
+    ("host: MLServer's own code (mlserver/)", ("mlserver/",)),
+    ("host: kserve's own code (kserve/)", ("kserve/",)),
+    (
+        "host: web framework (fastapi, starlette, uvicorn, h11)",
+        ("fastapi/", "starlette", "uvicorn/", "h11/", "anyio/"),
+    ),
+    ("host: request models (pydantic)", ("pydantic",)),
     ("HTTP/1.1 parse + transport (ferry/server/http.py, httptools)", ("ferry/server/http.py", "httptools")),
     ("HTTP/2 frames + HPACK (ferry/server/h2/, hpack)", ("ferry/server/h2/", "hpack/")),
-    ("event loop, asyncio, other", ("",)),
+    ("grpc.aio (grpc/)", ("grpc/",)),
+    ("event loop (asyncio, uvloop)", ("asyncio/", "uvloop")),
+    ("other", ("",)),
 ]
 
 

@@ -7,13 +7,16 @@ from __future__ import annotations
 import bisect
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
 from ferry.batching import BatchMetrics
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+# process_resident_memory_bytes, process_cpu_seconds_total...: what the dashboards' memory panel reads, and the same
+# names prometheus_client's default registry exports (the MLServer adapter leaves these out, MLServer has them).
+PROCESS = ProcessCollector(registry=REGISTRY)
 
 _LATENCY_BUCKETS = (
     0.0001,

@@ -8,6 +8,7 @@ import asyncio
 import collections
 import logging
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,12 +16,41 @@ from typing import Any
 import numpy as np
 from ferry.client import AsyncPredictor
 from ferry.errors import InvalidInput, ServingError, UpstreamError
+from ferry.metrics import REGISTRY
 from ferry.repository import Handler
 from ferry.signature import Signature, TensorSpec
+from prometheus_client import Counter, Histogram
 
 from ferry_feast.store import ENTITY_KEY, FeatureSource
 
 log = logging.getLogger(__name__)
+
+# In Ferry's registry, so /metrics shows them next to the server's own. Observed once per wave (one Feast lookup
+# and one predictor request serve every request of the wave), so the counts are waves, not client requests.
+_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
+FEATURE_LOOKUP_SECONDS = Histogram(
+    "ferry_feature_lookup_seconds",
+    "Time of one online-store lookup (all ids of a wave)",
+    ["model"],
+    buckets=_SECONDS,
+    registry=REGISTRY,
+)
+FEATURE_LOOKUP_ERRORS = Counter(
+    "ferry_feature_lookup_errors", "Online-store lookups that failed", ["model"], registry=REGISTRY
+)
+UPSTREAM_SECONDS = Histogram(
+    "ferry_upstream_request_seconds",
+    "Time of one predictor request (all rows of a wave), failed ones included",
+    ["model"],
+    buckets=_SECONDS,
+    registry=REGISTRY,
+)
+UPSTREAM_ERRORS = Counter(
+    "ferry_upstream_errors",
+    "Predictor requests that failed or answered unusably",
+    ["model"],
+    registry=REGISTRY,
+)
 
 HIGH, MEDIUM, LOW = "High churn risk", "Medium churn risk", "Low churn risk"
 _NUMERIC = {"FP32": np.float32, "FP64": np.float64, "FP16": np.float16, "INT64": np.int64, "INT32": np.int32}
@@ -87,6 +117,9 @@ class FeastTransformer(Handler):
         self._pending: collections.deque[tuple[list[str], asyncio.Future]] = collections.deque()
         self._waves_running = 0
         self._wave_tasks: set[asyncio.Task] = set()
+        # Bound once per model, so a wave pays one observation, not a label lookup.
+        self._lookup_metrics = (FEATURE_LOOKUP_SECONDS.labels(name), FEATURE_LOOKUP_ERRORS.labels(name))
+        self._upstream_metrics = (UPSTREAM_SECONDS.labels(name), UPSTREAM_ERRORS.labels(name))
         self.ready = False
         self.input_name = "input-0"
         self.input_dtype: type = np.float32
@@ -259,7 +292,7 @@ class FeastTransformer(Handler):
     async def _serve_wave(self, wave: list[tuple[list[str], asyncio.Future]]) -> None:
         try:
             unique = list(dict.fromkeys(entity for ids, _ in wave for entity in ids))
-            columns = await self.features.fetch(unique)
+            columns = await self._timed(self.features.fetch(unique), self._lookup_metrics)
             position = {entity: row for row, entity in enumerate(unique)}
             matrices, answering = [], []
             for ids, future in wave:
@@ -273,9 +306,7 @@ class FeastTransformer(Handler):
             if not answering:
                 return
             matrix = matrices[0] if len(matrices) == 1 else np.concatenate(matrices)
-            probabilities = self._probabilities(
-                await self.predictor.infer(self.input_name, matrix), len(matrix)
-            )
+            probabilities = await self._timed(self._predict(matrix), self._upstream_metrics)
             offset = 0
             for ids, future in answering:
                 mine = probabilities[offset : offset + len(ids)]
@@ -289,6 +320,22 @@ class FeastTransformer(Handler):
                 exc = UpstreamError(f"transformer failed: {type(exc).__name__}: {exc}")
             for _, future in wave:
                 _settle(future, exc)
+
+    async def _predict(self, matrix: np.ndarray) -> np.ndarray:
+        return self._probabilities(await self.predictor.infer(self.input_name, matrix), len(matrix))
+
+    @staticmethod
+    async def _timed(work, metrics: tuple[Histogram, Counter]):
+        """Await ``work``, observing its seconds (failures too: a slow timeout is latency) and counting a failure."""
+        seconds, errors = metrics
+        start = time.perf_counter()
+        try:
+            return await work
+        except Exception:
+            errors.inc()
+            raise
+        finally:
+            seconds.observe(time.perf_counter() - start)
 
     @staticmethod
     def _probabilities(outputs: dict, rows: int) -> np.ndarray:

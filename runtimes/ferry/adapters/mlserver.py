@@ -42,7 +42,15 @@ def _export_ferry_metrics() -> None:
     # ValueError: an earlier model registered it. (MLServer re-imports this module for every model it loads,
     # so a module-level flag would not remember.)
     with contextlib.suppress(ValueError):
-        prometheus_client.REGISTRY.register(metrics.REGISTRY)
+        prometheus_client.REGISTRY.register(_FerryFamilies())
+
+
+class _FerryFamilies:
+    """Ferry's registry without its process collector: MLServer's default registry has process_* already, and
+    a second copy would make the registration above fail (duplicated timeseries)."""
+
+    def collect(self):
+        return (family for family in metrics.REGISTRY.collect() if not family.name.startswith("process_"))
 
 
 class FerryRuntime(MLModel):

@@ -150,6 +150,15 @@ def parse_crd(data: bytes, helm: bool = False) -> dict[str, Any]:
     return yaml.safe_load(strip_helm(text) if helm else text)
 
 
+_LATE_FLAGS = re.compile(r"^\^(\(\?[a-z]+\))")
+
+
+def python_pattern(pattern: str) -> str:
+    """Go's regexp takes inline flags anywhere (the PrometheusRule CRD has ``^(?i)(abort|warn)?$``); Python's re,
+    which jsonschema validates with, only at the start: ``(?i)^(abort|warn)?$`` means the same there."""
+    return _LATE_FLAGS.sub(r"\1^", pattern)
+
+
 def strict(node: dict[str, Any]) -> dict[str, Any]:
     """One openAPIV3Schema node as a strict JSON Schema node, recursing into the subschemas."""
     out: dict[str, Any] = {}
@@ -162,6 +171,8 @@ def strict(node: dict[str, Any]) -> dict[str, Any]:
             value = strict(value)
         elif key in ("allOf", "anyOf", "oneOf"):
             value = [strict(sub) for sub in value]
+        elif key == "pattern" and isinstance(value, str):
+            value = python_pattern(value)
         # everything else (default, enum, x-kubernetes-validations, ...) is data, not a schema: kept as is
         out[key] = value
     # The API server prunes fields a structural schema does not declare: a typo'd field in a manifest is

@@ -38,6 +38,7 @@ TARGET_GROUPS = {
     "overlays/seldon-v1": {"machinelearning.seldon.io"},
     "overlays/kserve-seldon-v1": {"serving.kserve.io", "machinelearning.seldon.io"},
     "overlays/seldon-v2": {"mlops.seldon.io"},
+    "overlays/monitoring": {"monitoring.coreos.com"},
 }
 KUSTOMIZATIONS = list(TARGET_GROUPS)
 # Namespaces other products install and own: an overlay that declared one would delete it on `kubectl delete -k`.
@@ -95,9 +96,18 @@ def _is_kustomization(path: Path) -> bool:
     return path.name in {"kustomization.yaml", "kustomization.yml", "Kustomization"}
 
 
+# Not Kubernetes objects: the Knative patch (a fragment merged into Knative's ConfigMap, checked apart), promtool's
+# unit tests of the monitoring rules and prometheus-adapter's Helm values (both checked in tests/monitoring).
+NOT_MANIFESTS = ("knative", "monitoring/tests", "monitoring/prometheus-adapter")
+
+
 def source_files() -> list[Path]:
-    """Every manifest file; not the Knative patch (a fragment merged into Knative's ConfigMap, checked apart)."""
-    return sorted(p for p in K8S.rglob("*.y*ml") if not _is_kustomization(p) and p.parent.name != "knative")
+    """Every manifest file under k8s/ but NOT_MANIFESTS."""
+    return sorted(
+        p
+        for p in K8S.rglob("*.y*ml")
+        if not _is_kustomization(p) and not str(p.parent.relative_to(K8S)).startswith(NOT_MANIFESTS)
+    )
 
 
 @functools.cache
@@ -883,3 +893,48 @@ def test_ferry_runtimes_drain_within_the_grace_period() -> None:
         assert float(flags["drain_seconds"]) > 0 and total <= grace, (where, container["name"], total)
         checked += 1
     assert checked >= 14, checked
+
+
+def _metrics_port(image: str, args: list[str], env: dict[str, str]) -> int:
+    """Where a Ferry container serves /metrics: MLServer's metrics port, else the lean server's HTTP port."""
+    if _image_name(image) == MLSERVER_IMAGE:
+        return int(env.get("MLSERVER_METRICS_PORT", "8082"))
+    return int(_flag(args, "http_port") or 8080)
+
+
+def test_every_ferry_server_is_scraped_by_a_pod_monitor() -> None:
+    """k8s/monitoring: each Ferry server container of every overlay (its namespace, image and metrics port) is kept
+    by an endpoint of a PodMonitor in its namespace, as Prometheus's relabelling would keep it (anchored regex),
+    and gets the job and component labels the rules group by."""
+    monitors = [d for d in render("overlays/monitoring") if d["kind"] == "PodMonitor"]
+    endpoints = [(m["metadata"]["namespace"], e) for m in monitors for e in m["spec"]["podMetricsEndpoints"]]
+
+    def kept(namespace: str, image: str, port: int) -> bool:
+        for ns, endpoint in endpoints:
+            relabel = endpoint["relabelings"]
+            keep = [r for r in relabel if r.get("action") == "keep"]
+            if ns == namespace and endpoint["portNumber"] == port and keep:
+                targets = {r.get("targetLabel") for r in relabel}
+                if re.fullmatch(keep[0]["regex"], image) and {"job", "component"} <= targets:
+                    return True
+        return False
+
+    checked, missing = 0, []
+    for where, image, args, env in command_lines():
+        kind, namespace = where.split("/")[0], where.split("/")[1]
+        if kind in {"ClusterServingRuntime", "ServerConfig"}:
+            continue  # templates: the InferenceServices and Servers that use them are checked
+        if kind == "Server":  # Seldon's stock mlserver ServerConfig sets the metrics port the Server inherits
+            env = {"MLSERVER_METRICS_PORT": "9005", **env}
+        port = _metrics_port(image, args, env)
+        # KServe Serverless cannot declare the MLServer runtime's second port: documented as not scraped.
+        if kind == "InferenceService" and _image_name(image) == MLSERVER_IMAGE:
+            continue
+        checked += 1
+        if not kept(namespace, image, port):
+            missing.append(f"{where}: {image} metrics on {port}")
+    assert checked >= 15 and not missing, missing
+    # The Seldon Core 2 Ferry Server's container comes from its ServerConfig.
+    server = next(d for d in everything() if d["kind"] == "ServerConfig" and d["metadata"]["name"] == "ferry")
+    container = next(c for c in server["spec"]["podSpec"]["containers"] if "ferry-serving" in c["image"])
+    assert kept("seldon-mesh", container["image"], _metrics_port(container["image"], container["args"], {}))

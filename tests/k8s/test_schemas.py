@@ -281,3 +281,13 @@ def test_committed_schema_is_as_the_script_writes_it(name):
     group, kind, version = gvk["group"], gvk["kind"], gvk["version"]
     assert name == f"{kind.lower()}_{version}.json"
     assert schema["$id"] == f"https://schemas.local/{group}/{name}"
+
+
+def test_go_inline_flags_move_to_the_start():
+    """The PrometheusRule CRD's Go pattern ``^(?i)(abort|warn)?$``: Python's re refuses flags after ``^``."""
+    pattern = k8s_schemas.python_pattern("^(?i)(abort|warn)?$")
+    assert pattern == "(?i)^(abort|warn)?$"
+    schema = {"type": "string", "pattern": pattern}
+    jsonschema.Draft7Validator.check_schema(schema)
+    assert errors(schema, "WARN") == [] and errors(schema, "abort") == [] and errors(schema, "stop") != []
+    assert k8s_schemas.python_pattern("^[a-z]+$") == "^[a-z]+$"

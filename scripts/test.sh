@@ -5,7 +5,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # What the tests start besides Python: installed now if missing (as root), else the run stops with the command.
-scripts/system-deps.sh redis-server wrk docker-compose || exit 2   # podman and buildah: scripts/images.sh
+scripts/system-deps.sh redis-server wrk docker-compose prometheus promtool || exit 2   # podman and buildah: scripts/images.sh
 if [[ -z ${KUSTOMIZE:-} ]] && ! command -v kustomize >/dev/null && ! command -v kubectl >/dev/null; then
   echo "The manifest tests render k8s/ with kustomize: install kubectl (it has kustomize built in) or set" >&2
   echo "KUSTOMIZE=/path/to/kustomize, then run this again." >&2
@@ -39,7 +39,7 @@ run_suite() {  # name venv test-paths...
 }
 
 EXTRA=("$@")
-run_suite predictor .venv tests/predictor tests/server tests/demo tests/transformer tests/k8s tests/docker tests/reliability
+run_suite predictor .venv tests/predictor tests/server tests/demo tests/transformer tests/k8s tests/monitoring tests/docker tests/reliability
 run_suite mlserver .venv-mlserver tests/mlserver
 run_suite explainer .venv-explainer tests/explainer
 # The images as users deploy them: built, then run under the controllers' pod contract (scripts/image-test.sh).

@@ -11,7 +11,9 @@ import subprocess
 import time
 from pathlib import Path
 
+import httpx
 import pytest
+from ferry_tools import monitoring
 from support.models import export, mlp
 from support.seldon_client import run_seldon_client
 from support.servers import REPO, free_port, start_predictor
@@ -22,7 +24,13 @@ FERRY = REPO / ".venv" / "bin" / "ferry"
 def _ports() -> dict[str, int]:
     return {
         name: free_port()
-        for name in ("predictor_port", "predictor_grpc_port", "transformer_port", "explainer_port")
+        for name in (
+            "predictor_port",
+            "predictor_grpc_port",
+            "transformer_port",
+            "explainer_port",
+            "prometheus_port",
+        )
     }
 
 
@@ -59,12 +67,13 @@ def _descendants(pid: int) -> list[int]:
 
 @pytest.fixture(scope="module")
 def stack(demo_dir, tmp_path_factory):
-    """``ferry up`` on free ports over the quick demo build, as a user starts it (its own process group)."""
+    """``ferry up --monitoring`` on free ports over the quick demo build, as a user starts it (its own process
+    group): the stack and the Prometheus beside it."""
     ports = _ports()
     log_path = tmp_path_factory.mktemp("up") / "up.log"
     log = open(log_path, "w")  # noqa: SIM115 - handed to the child process
     process = subprocess.Popen(
-        [str(FERRY), "up", f"--demo_dir={demo_dir}", *_flags(ports)],
+        [str(FERRY), "up", "--monitoring", f"--demo_dir={demo_dir}", *_flags(ports)],
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=REPO,
@@ -89,6 +98,34 @@ def test_check_passes_on_the_running_stack(stack, demo_dir):
     assert "7 passed, 0 failed" in done.stdout
     # Each answer was compared with the in-process model, not just accepted.
     assert done.stdout.count("matches the in-process model") == 5, done.stdout
+
+
+def test_monitoring_prometheus_scrapes_the_stack_with_the_rules(stack):
+    """The URL printed, the three servers scraped, every committed rule loaded and healthy, and the requests of
+    the --check above counted (run after it)."""
+    _, ports, log_path = stack
+    url = f"http://127.0.0.1:{ports['prometheus_port']}"
+    assert f"  prometheus:\n    {url}" in log_path.read_text()
+
+    def query(expr: str) -> list[dict]:
+        return httpx.get(f"{url}/api/v1/query", params={"query": expr}, timeout=10).json()["data"]["result"]
+
+    expr = 'sum by (job) (ferry_http_requests_total{namespace="local", protocol!="other", status="2xx"})'
+    deadline = time.monotonic() + 30  # scrapes every 5 s
+    while True:
+        up = {s["metric"]["job"]: s["value"][1] for s in query('up{namespace="local"}')}
+        served = {s["metric"]["job"]: float(s["value"][1]) for s in query(expr)}
+        if (set(up.values()) == {"1"} and len(served) == 3) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert up == {"churn-predictor": "1", "churn-transformer": "1", "churn-explainer": "1"}, up
+    assert served["churn-predictor"] >= 4 and served["churn-transformer"] >= 1, served
+    groups = httpx.get(f"{url}/api/v1/rules", timeout=10).json()["data"]["groups"]
+    rules = [rule for group in groups for rule in group["rules"]]
+    assert len(rules) == sum(len(g["rules"]) for g in monitoring.rule_groups()["groups"])
+    assert all(rule["health"] in ("ok", "unknown") for rule in rules), [
+        r for r in rules if r["health"] == "err"
+    ]
 
 
 def test_check_fails_when_a_component_is_down(stack, demo_dir):
@@ -133,7 +170,7 @@ def test_the_users_seldon_client_runs_unchanged(stack, tmp_path):
 def test_ctrl_c_stops_every_component(stack):
     process, ports, log_path = stack
     children = _descendants(process.pid)
-    assert len(children) >= 3, children  # predictor, transformer, explainer
+    assert len(children) >= 4, children  # predictor, transformer, explainer, prometheus
     process.send_signal(signal.SIGINT)
     assert process.wait(90) == 0, log_path.read_text()[-3000:]
     deadline = time.monotonic() + 30

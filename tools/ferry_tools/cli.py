@@ -3,6 +3,7 @@
 - ``ferry demo --out DIR``  build the demo artifacts (models, MLflow registry, feature data) into DIR.
 - ``ferry up``              the local stack on loopback: predictor (8080 HTTP / 8081 gRPC), Feast transformer (8090)
                             and explainer (8100) for the demo churn model; builds what is missing first.
+- ``ferry up --monitoring`` the same, plus Prometheus on 127.0.0.1:9090 scraping it with k8s/monitoring's rules.
 - ``ferry up --check``      send the example clients' requests through a running stack; exit 0 only if all answer right.
 """
 
@@ -138,6 +139,31 @@ def _wait_ready(component: Component, process: subprocess.Popen, timeout: float)
     raise SystemExit(f"ferry up: {component.name} not ready within {timeout:.0f} s ({component.ready_url})")
 
 
+def _start_monitoring(demo: Path, args: argparse.Namespace, processes: list) -> None:
+    """Prometheus beside the stack (k8s/monitoring's rules, the targets labelled as the PodMonitors label pods),
+    its data under the demo folder. Registered in ``processes`` so Ctrl-C stops it with the rest."""
+    from ferry_tools import monitoring
+
+    targets = {
+        f"churn-{component.name}": (component.ready_url.split("/")[2], component.name)
+        for component, _ in processes
+    }
+    print(f"==> starting prometheus on 127.0.0.1:{args.prometheus_port}")
+    try:
+        prometheus = monitoring.start_prometheus(
+            demo.parent / "prometheus", args.prometheus_port, targets, scrape_interval="5s"
+        )
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise SystemExit(f"ferry up --monitoring: {exc}") from None
+    endpoints = [
+        f"{prometheus.url}   (scraping the stack every 5 s, Ferry's rules loaded)",
+        f"{prometheus.url}/graph?g0.expr=namespace_job:ferry_requests:rate5m",
+    ]
+    processes.append(
+        (Component("prometheus", [], f"{prometheus.url}/-/ready", endpoints), prometheus.process)
+    )
+
+
 def up(args: argparse.Namespace) -> int:
     demo = Path(args.demo_dir)
     if args.check:
@@ -168,6 +194,8 @@ def up(args: argparse.Namespace) -> int:
             )
             processes.append((component, process))
             _wait_ready(component, process, args.timeout)
+        if args.monitoring:
+            _start_monitoring(demo, args, processes)
         print("\nFerry's local stack is up:")
         for component, _ in processes:
             print(f"  {component.name}:")
@@ -217,6 +245,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument(
         "--check", action="store_true", help="check a running stack with the example clients' requests"
     )
+    run.add_argument(
+        "--monitoring",
+        action="store_true",
+        help="also start Prometheus (the `prometheus` program) scraping the stack, with k8s/monitoring's rules",
+    )
+    run.add_argument("--prometheus_port", type=int, default=9090)
     args = parser.parse_args(argv)
     if args.command == "demo":
         from ferry_tools.demo import build

@@ -1,0 +1,344 @@
+"""Ferry's Grafana dashboards, generated with grafana-foundation-sdk: one each for the predictor, the transformer
+and the explainer. The JSON under k8s/monitoring/dashboards/ is what this writes; tests/monitoring checks the two
+agree and runs every query against a real Prometheus.
+
+    python -m ferry_tools.dashboards            # rewrite k8s/monitoring/dashboards/*.json
+    python -m ferry_tools.dashboards --check    # exit 1 if a committed file differs
+
+Every query selects ``namespace=~"$namespace", job=~"$job"``: the labels the PodMonitors (and ``ferry up
+--monitoring``) give each Ferry container, so one dashboard serves every workload of its kind."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.builders import heatmap, prometheus, timeseries
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableRefresh
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
+
+REPO = Path(__file__).resolve().parents[2]
+OUT = REPO / "k8s" / "monitoring" / "dashboards"
+DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
+SEL = 'namespace=~"$namespace", job=~"$job"'
+RATE = "$__rate_interval"
+
+
+@dataclass(frozen=True)
+class Query:
+    expr: str
+    legend: str
+
+
+@dataclass(frozen=True)
+class Graph:
+    title: str
+    unit: str  # Grafana's unit id; the live test checks values against it too
+    queries: tuple[Query, ...]
+    description: str = ""
+    heatmap: bool = False
+
+
+def quantiles(metric: str, by: str = "") -> tuple[Query, ...]:
+    """p50 and p99 of a histogram, per ``by`` label if given. ``>= 0`` drops the NaN of a series with no
+    observations in the window (a protocol nobody used): no point rather than a NaN."""
+    group = f"le, {by}" if by else "le"
+    legend = f"{{{{{by}}}}} " if by else ""
+    return tuple(
+        Query(
+            f"histogram_quantile({q}, sum by ({group}) (rate({metric}_bucket{{{SEL}}}[{RATE}]))) >= 0",
+            f"{legend}p{int(q * 100)}",
+        )
+        for q in (0.5, 0.99)
+    )
+
+
+def memory() -> Graph:
+    return Graph(
+        "Memory (resident)",
+        "bytes",
+        (Query(f"sum by (pod) (process_resident_memory_bytes{{{SEL}}})", "{{pod}}"),),
+        "The server process's resident memory. The container limit and the FerryMemoryNearLimit alert use "
+        "cAdvisor's working set, which adds the page cache.",
+    )
+
+
+def requests(status_by: str = "protocol, status", grpc: bool = True) -> Graph:
+    """Requests per second; gRPC beside HTTP only where the server has a gRPC port (the explainer has none)."""
+    legend = " ".join(f"{{{{{label.strip()}}}}}" for label in status_by.split(","))
+    # protocol "other" is health probes, /metrics and metadata: not inference traffic.
+    http = f'ferry_http_requests_total{{{SEL}, protocol!="other"}}'
+    queries = [Query(f"sum by ({status_by}) (rate({http}[{RATE}]))", legend)]
+    if grpc:
+        queries.append(
+            Query(f"sum by (code) (rate(ferry_grpc_requests_total{{{SEL}}}[{RATE}]))", "gRPC {{code}}")
+        )
+    return Graph(
+        "Requests per second",
+        "reqps",
+        tuple(queries),
+        "HTTP requests by protocol and status class" + (", gRPC requests by status code." if grpc else "."),
+    )
+
+
+PREDICTOR = (
+    requests(),
+    Graph(
+        "Request latency",
+        "s",
+        quantiles("ferry_request_seconds", "protocol"),
+        "Server time per HTTP inference request, p50 and p99 per protocol (the latency objective is 99% "
+        "under 250 ms).",
+    ),
+    Graph(
+        "Objectives: bad fraction over 5 minutes",
+        "percentunit",
+        (
+            Query(f"namespace_job:ferry_request_errors:ratio_rate5m{{{SEL}}}", "errors (budget 0.1%)"),
+            Query(f"namespace_job:ferry_request_slow:ratio_rate5m{{{SEL}}}", "over 250 ms (budget 1%)"),
+        ),
+        "The recording rules the burn-rate alerts read (k8s/monitoring/rules.yaml).",
+    ),
+    Graph(
+        "Batcher outcomes",
+        "reqps",
+        (
+            Query(
+                f"sum by (model, outcome) (rate(ferry_model_requests_total{{{SEL}}}[{RATE}]))",
+                "{{model}} {{outcome}}",
+            ),
+        ),
+        "Requests the batcher took, by outcome: ok, error, overloaded (queue full: 503), deadline, cancelled.",
+    ),
+    Graph(
+        "Batch size distribution",
+        "short",
+        (
+            Query(
+                f"sum by (le) (rate(ferry_batch_rows_bucket{{{SEL}}}[{RATE}]))",
+                "{{le}}",
+            ),
+        ),
+        "Rows per executed batch (before padding): how much the dynamic batcher gathers.",
+        heatmap=True,
+    ),
+    Graph(
+        "Mean batch size",
+        "short",
+        (
+            Query(
+                f"sum by (model) (rate(ferry_batch_rows_sum{{{SEL}}}[{RATE}]))"
+                f" / sum by (model) (rate(ferry_batch_rows_count{{{SEL}}}[{RATE}]))",
+                "{{model}}",
+            ),
+        ),
+    ),
+    Graph(
+        "Queue wait",
+        "s",
+        quantiles("ferry_queue_wait_seconds", "model"),
+        "Time a request waits for its batch to start, p50 and p99.",
+    ),
+    Graph(
+        "Model time per row",
+        "s",
+        (
+            Query(
+                f"sum by (model) (rate(ferry_compute_seconds_sum{{{SEL}}}[{RATE}]))"
+                f" / sum by (model) (rate(ferry_batch_rows_sum{{{SEL}}}[{RATE}]))",
+                "{{model}}",
+            ),
+        ),
+        "Backend compute seconds divided by the rows computed: falls as batches grow.",
+    ),
+    Graph(
+        "Rows per second",
+        "short",
+        (Query(f"sum by (model) (rate(ferry_batch_rows_sum{{{SEL}}}[{RATE}]))", "{{model}}"),),
+        "Rows the model computed per second, every protocol together.",
+    ),
+    Graph(
+        "Queued rows",
+        "short",
+        (Query(f"sum by (model) (ferry_queue_rows{{{SEL}}})", "{{model}}"),),
+        "Rows waiting in the batch queue at scrape time.",
+    ),
+    Graph(
+        "Model ready and load time",
+        "short",
+        (
+            Query(f"min by (model) (ferry_model_ready{{{SEL}}})", "{{model}} ready"),
+            Query(f"max by (model) (ferry_model_load_seconds{{{SEL}}})", "{{model}} load seconds"),
+        ),
+        "1 when every replica serves the model; the seconds the last load took (fetch, load, warm).",
+    ),
+    memory(),
+)
+
+TRANSFORMER = (
+    requests(),
+    Graph("Request latency", "s", quantiles("ferry_request_seconds", "protocol")),
+    Graph(
+        "Feature lookup latency",
+        "s",
+        quantiles("ferry_feature_lookup_seconds"),
+        "One online-store lookup per wave of requests (requests arriving together share it).",
+    ),
+    Graph(
+        "Predictor (upstream) latency",
+        "s",
+        quantiles("ferry_upstream_request_seconds"),
+        "One predictor request per wave, failed ones included.",
+    ),
+    Graph(
+        "Upstream and feature-store errors",
+        "reqps",
+        (
+            Query(f"sum by (job) (rate(ferry_upstream_errors_total{{{SEL}}}[{RATE}]))", "predictor errors"),
+            Query(
+                f"sum by (job) (rate(ferry_feature_lookup_errors_total{{{SEL}}}[{RATE}]))",
+                "feature lookup errors",
+            ),
+        ),
+        "Failed predictor requests and failed online-store lookups per second (each fails a whole wave).",
+    ),
+    memory(),
+)
+
+EXPLAINER = (
+    requests("status", grpc=False),
+    Graph(
+        "Explanations by outcome",
+        "reqps",
+        (
+            Query(
+                f"sum by (outcome) (rate(ferry_explain_requests_total{{{SEL}}}[{RATE}]))",
+                "{{outcome}}",
+            ),
+        ),
+        "ok, invalid, overloaded (pool full: 503), timeout (504), error.",
+    ),
+    Graph(
+        "Explanation latency",
+        "s",
+        quantiles("ferry_explain_seconds"),
+        "Worker time per explanation, its predictor calls included.",
+    ),
+    Graph(
+        "Predictor calls per explanation",
+        "short",
+        (
+            Query(
+                f"sum(rate(ferry_explain_predictor_requests_sum{{{SEL}}}[{RATE}]))"
+                f" / sum(rate(ferry_explain_predictor_requests_count{{{SEL}}}[{RATE}]))",
+                "mean",
+            ),
+            Query(
+                f"histogram_quantile(0.99, sum by (le) (rate(ferry_explain_predictor_requests_bucket{{{SEL}}}[{RATE}])))",
+                "p99",
+            ),
+        ),
+        "How many predictor requests one explanation made (AnchorTabular and KernelShap sample the model).",
+    ),
+    Graph(
+        "Explanations in progress",
+        "short",
+        (Query(f"sum by (pod) (ferry_explain_admitted{{{SEL}}})", "{{pod}}"),),
+        "Running or waiting for a worker.",
+    ),
+    memory(),
+)
+
+DASHBOARDS = {
+    "predictor": ("Ferry / Predictor", "predictor|predictor-onnx|predictor-gpu", PREDICTOR),
+    "transformer": ("Ferry / Transformer", "transformer", TRANSFORMER),
+    "explainer": ("Ferry / Explainer", "explainer", EXPLAINER),
+}
+
+
+def _panel(graph: Graph):
+    panel = (heatmap.Panel() if graph.heatmap else timeseries.Panel()).title(graph.title).unit(graph.unit)
+    panel = panel.datasource(DATASOURCE).height(8).span(12)
+    if graph.description:
+        panel = panel.description(graph.description)
+    for ref, query in zip("ABCDEFGH", graph.queries, strict=False):
+        target = prometheus.Dataquery().expr(query.expr).legend_format(query.legend).ref_id(ref)
+        if graph.heatmap:
+            target = target.format(PromQueryFormat.HEATMAP)
+        panel = panel.with_target(target)
+    return panel
+
+
+def build(name: str) -> dict:
+    title, components, graphs = DASHBOARDS[name]
+    variables = [
+        db.DatasourceVariable("datasource").label("Data source").type("prometheus"),
+        db.QueryVariable("namespace")
+        .label("Namespace")
+        .datasource(DATASOURCE)
+        .query(f'label_values(up{{component=~"{components}"}}, namespace)')
+        .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .multi(True)
+        .include_all(True),
+        db.QueryVariable("job")
+        .label("Workload")
+        .datasource(DATASOURCE)
+        .query(f'label_values(up{{component=~"{components}", namespace=~"$namespace"}}, job)')
+        .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .multi(True)
+        .include_all(True),
+    ]
+    board = (
+        db.Dashboard(title)
+        .uid(f"ferry-{name}")
+        .tags(["ferry"])
+        .time("now-1h", "now")
+        .refresh("30s")
+        .variables(variables)
+    )
+    for graph in graphs:
+        board = board.with_panel(_panel(graph))
+    # Through the SDK's own encoder, then back to plain data so the file is stably sorted and indented.
+    return json.loads(json.dumps(board.build(), cls=JSONEncoder))
+
+
+def render(name: str) -> str:
+    return json.dumps(build(name), indent=2, sort_keys=True) + "\n"
+
+
+def expressions(board: dict) -> list[tuple[str, str, str]]:
+    """(panel title, unit, expr) for every query of a dashboard's JSON."""
+    found = []
+    for panel in board["panels"]:
+        unit = panel["fieldConfig"]["defaults"].get("unit", "")
+        for target in panel.get("targets", []):
+            found.append((panel["title"], unit, target["expr"]))
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    check = "--check" in argv
+    stale = []
+    for name in DASHBOARDS:
+        path = OUT / f"{name}.json"
+        text = render(name)
+        if check:
+            if not path.is_file() or path.read_text() != text:
+                stale.append(path.name)
+        else:
+            OUT.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            print(f"wrote {path.relative_to(REPO)}")
+    if stale:
+        print(f"out of date: {', '.join(stale)} (run python -m ferry_tools.dashboards)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -77,7 +77,7 @@ def ferry_batches(server: Server, model: str) -> tuple[float, float, float]:
     import httpx
 
     try:
-        text = httpx.get(f"{server.http_url}/metrics", timeout=5).text
+        text = httpx.get(server.metrics_url or f"{server.http_url}/metrics", timeout=5).text
     except httpx.HTTPError:
         return 0.0, 0.0, 0.0
     found = []

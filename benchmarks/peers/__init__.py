@@ -76,6 +76,7 @@ class Server:
     http_url: str
     grpc_address: str
     log_path: Path | None = None
+    metrics_url: str = ""  # where its Prometheus metrics are, when not on http_url (MLServer's own port)
 
     def pids(self) -> list[int]:
         """Every live process of the server's process group (Triton and MLServer start children)."""
@@ -138,6 +139,13 @@ def start_server(name: str, model: str, directory: Path, log_dir: Path, extra_fl
         *filter(None, [os.environ.get("PYTHONPATH")]),
     ]
     env = {**os.environ, "PYTHONPATH": ":".join(python_path), **peer.env}
+    metrics_url = ""
+    if (
+        peer.python == mlserver_python()
+    ):  # MLServer serves metrics (Ferry's batcher's included) on a port of its own
+        metrics_port = free_port()
+        command.append(f"--metrics_port={metrics_port}")
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     if peer.python == TRITON_PY:
         import sysconfig
 
@@ -155,7 +163,9 @@ def start_server(name: str, model: str, directory: Path, log_dir: Path, extra_fl
         cwd=REPO,
         start_new_session=True,  # its own process group: RSS of all its processes, and a clean stop
     )
-    server = Server(name, process, f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", log_path)
+    server = Server(
+        name, process, f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", log_path, metrics_url
+    )
     grpc_only = peer.kinds == ("grpc",)
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:

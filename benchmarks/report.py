@@ -148,6 +148,8 @@ def miss_notes(rows: list[tuple], records: dict, suites: dict) -> list[str]:
     if not missed:
         return []
     out = ["Where a target is missed, this run's own figures:", ""]
+    if any("bare uvicorn ASGI app" in name for name in missed):
+        out += ceiling_note(records)
     if any("raw onnxruntime" in name for name in missed):
         out += [
             "- *rows/s vs raw onnxruntime*: the server and the model share one core, so a request costs the model's",
@@ -178,6 +180,36 @@ def miss_notes(rows: list[tuple], records: dict, suites: dict) -> list[str]:
             f"{sorted(spread)[len(spread) // 2] * 100:.1f} %, largest {max(spread) * 100:.1f} %."
         )
     return out
+
+
+def ceiling_note(records: dict) -> list[str]:
+    """Small V2 JSON at c=64, µs of the core per request: Ferry's whole request, bare uvicorn's constant, Ferry's
+    own transport answering a constant (http-echo), and Ferry's budget by category when profiled."""
+    us = {
+        peer: 1e6 / rps
+        for peer in ("ferry-batch", "ceiling-asgi", "http-echo")
+        if (rps := point(records, "small-v2json", peer, 64).get("rps"))
+    }
+    if "ferry-batch" not in us or "ceiling-asgi" not in us:
+        return []
+    line = (
+        f"- *Ferry / bare uvicorn*: µs of the core per request at c=64: Ferry {us['ferry-batch']:.1f}, bare uvicorn "
+        f"answering a constant {us['ceiling-asgi']:.1f}"
+    )
+    if "http-echo" in us:
+        line += (
+            f", Ferry's own HTTP/1.1 transport answering a constant {us['http-echo']:.1f}; so everything between "
+            f"the transport and the model, and the model, must fit in {us['ceiling-asgi'] - us['http-echo']:.1f} "
+            f"and takes {us['ferry-batch'] - us['http-echo']:.1f}"
+        )
+    profile = records["small-v2json"]["peers"]["ferry-batch"].get("profile")
+    if profile:
+        line += (
+            " (by category: "
+            + ", ".join(f"{where} {value:.1f}" for where, value in profile["budget_us"].items())
+            + ")"
+        )
+    return [line + "."]
 
 
 def host_bound(records: dict, case: str, ferry: str, stock_rps: float) -> str:

@@ -68,7 +68,19 @@ def commit() -> dict:
     return {
         "commit": git("rev-parse", "--short=12", "HEAD") or None,
         "commit_date": git("show", "-s", "--format=%ci", "HEAD") or None,
-        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        # What a run itself rewrites (its results, RESULTS.md, the plots) does not make the tree differ.
+        "dirty": bool(
+            git(
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                ":!benchmarks/results",
+                ":!benchmarks/RESULTS.md",
+                ":!benchmarks/plots",
+            )
+        ),
     }
 
 
@@ -599,7 +611,13 @@ def header(run: dict) -> list[str]:
             "- suites: "
             + ", ".join(
                 f"{name} ({entry['seconds']:.0f} s"
-                + ("" if entry["rc"] == 0 else f", **failed: {entry['rc']}**")
+                + (
+                    f", skipped: {entry['skipped']}"
+                    if entry.get("skipped")
+                    else ""
+                    if entry["rc"] == 0
+                    else f", **failed: {entry['rc']}**"
+                )
                 + ")"
                 for name, entry in suites.items()
             )

@@ -215,11 +215,7 @@ def run_suites(suites: list[Suite], args) -> dict:
     done = {}
     for suite in suites:
         if suite.needs_gpu and shutil.which("nvidia-smi") is None:
-            done[suite.name] = {
-                "command": suite.script,
-                "seconds": 0,
-                "rc": "skipped: no GPU on this machine",
-            }
+            done[suite.name] = {"command": suite.script, "seconds": 0, "skipped": "no GPU on this machine"}
             continue
         command = [str(suite.python), str(BENCH / suite.script), *(suite.quick if args.quick else suite.full)]
         command += ["--json", str(args.out / f"{suite.name}.json")]

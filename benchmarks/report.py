@@ -270,10 +270,10 @@ def transformer_section(suites: dict) -> list[str]:
             f"answers compared first: {data['answers_checked']} customers, max abs difference "
             f"{data['answers_max_abs_diff']:.2g}.",
             "",
-            "| transformer | conc. | req/s | p50 ms | p99 ms |",
-            "|---|---:|---:|---:|---:|",
+            "| transformer | conc. | req/s | p50 ms | p99 ms | failed (timeouts past 10 s included) |",
+            "|---|---:|---:|---:|---:|---:|",
             *(
-                f"| {who} | {c} | {p['rps']:,.0f} | {p['p50']:.2f} | {p['p99']:.2f} |"
+                f"| {who} | {c} | {p['rps']:,.0f} | {p['p50']:.2f} | {p['p99']:.2f} | {p.get('errors', 0)} |"
                 for who, points in shapes.items()
                 for c, p in points.items()
             ),

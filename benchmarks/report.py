@@ -509,6 +509,14 @@ def suite_targets(suites: dict) -> list[tuple]:
         ("overhead_one_request_pct", "engine in process: one 64-row request vs the raw call, overhead %"),
     ):
         rows.append(target_row(label, engine.get(key), 10, "<="))
+    rows.append(
+        target_row(
+            "engine in process: one client, p50 with batching on vs off, cost %",
+            engine.get("c1_latency_batching_cost_pct"),
+            5,
+            "<=",
+        )
+    )
     transformer = suites.get("transformer", {})
     configs = transformer.get("configs", [])
     for key, wanted in (("added_p50_ms", 2.0), ("added_p99_ms", 10.0)):

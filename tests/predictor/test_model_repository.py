@@ -410,7 +410,12 @@ def test_an_unload_lets_the_requests_in_flight_finish(tmp_path):
     server = serve(
         root, tmp_path, "--model_control_mode=explicit", "--load_model=slow", "--max_batch_size=64"
     )
-    body = {"inputs": [{"name": "input-0", "datatype": "FP32", "shape": [32, 16], "data": [0.1] * 512}]}
+    # 64 rows of ~8 ms each on one core: the request computes for a few tenths of a second at least (two
+    # intra-op threads halve it), many times the 0.05 s the unload waits for it to be under way.
+    rows = 64
+    body = {
+        "inputs": [{"name": "input-0", "datatype": "FP32", "shape": [rows, 16], "data": [0.1] * rows * 16}]
+    }
     answers, finished = [], {}
 
     def call() -> None:
@@ -420,7 +425,7 @@ def test_an_unload_lets_the_requests_in_flight_finish(tmp_path):
     request = threading.Thread(target=call)
     try:
         request.start()
-        time.sleep(0.1)
+        time.sleep(0.05)
         in_flight = "request" not in finished
         unloaded = httpx.post(f"{server.url}/v2/repository/models/slow/unload", timeout=60)
         request.join(60)
@@ -428,7 +433,7 @@ def test_an_unload_lets_the_requests_in_flight_finish(tmp_path):
         assert unloaded.status_code == 200, unloaded.text
         # Answered in full: an unload that did not drain would have failed it (503, model shutting down).
         assert answers and answers[0].status_code == 200, answers[0].text if answers else "no answer"
-        assert len(answers[0].json()["outputs"][0]["data"]) == 320
+        assert len(answers[0].json()["outputs"][0]["data"]) == rows * 10
         assert httpx.post(f"{server.url}/v2/models/slow/infer", json=body, timeout=60).status_code == 404
     finally:
         server.stop()

@@ -115,35 +115,38 @@ SHAPE_CONNECTIONS = (1, 16, 64)
 def compare_shapes(args, spawn, predictor: str, repo: Path, work: Path) -> tuple[dict, int, float]:
     """Ferry's transformer and the reference shape, both on SQLite and calling the predictor over V1: their
     answers compared on the same customers first, then req/s and p50/p99 at 1, 16 and 64 connections."""
-    servers = {}
+
+    def start(name: str, command: list[str], port: int, ready: str, predict: str) -> tuple:
+        process = spawn(command, name)
+        wait_ready(f"http://127.0.0.1:{port}{ready}", process)
+        return process, f"http://127.0.0.1:{port}{predict}"
+
     port = free_port()
-    ferry = spawn(
-        [
-            *(str(BIN / "ferry-transformer"), "--model_name=churn-transformer"),
-            *("--predictor_model_name=churn", f"--feature_repo={repo}", "--online_store=sqlite"),
-            *(f"--http_port={port}", "--grpc_port=0", "--host=127.0.0.1", "--log_level=warning"),
-            *(f"--predictor_host={predictor}", "--predictor_protocol=v1"),
-        ],
-        "shape-ferry",
-    )
-    wait_ready(f"http://127.0.0.1:{port}/v2/models/churn-transformer/ready", ferry)
-    servers["Ferry transformer (lean server, V1 to the predictor)"] = (
-        ferry,
-        f"http://127.0.0.1:{port}/v1/models/churn-transformer:predict",
-    )
+    servers = {
+        "Ferry transformer (lean server, V1 to the predictor)": start(
+            "shape-ferry",
+            [
+                *(str(BIN / "ferry-transformer"), "--model_name=churn-transformer"),
+                *("--predictor_model_name=churn", f"--feature_repo={repo}", "--online_store=sqlite"),
+                *(f"--http_port={port}", "--grpc_port=0", "--host=127.0.0.1", "--log_level=warning"),
+                *(f"--predictor_host={predictor}", "--predictor_protocol=v1"),
+            ],
+            port,
+            "/v2/models/churn-transformer/ready",
+            "/v1/models/churn-transformer:predict",
+        )
+    }
     port, grpc_port = free_port(), free_port()
-    reference = spawn(
+    servers["reference: kserve.Model + Feast SDK + V1"] = start(
+        "shape-reference",
         [
             *(str(BIN / "python"), str(REPO / "benchmarks" / "peers" / "kserve_feast_transformer.py")),
             *("--model_name=churn", f"--predictor_host={predictor}", f"--feature_repo={repo}"),
             *(f"--http_port={port}", f"--grpc_port={grpc_port}"),
         ],
-        "shape-reference",
-    )
-    wait_ready(f"http://127.0.0.1:{port}/v1/models/churn", reference)
-    servers["reference: kserve.Model + Feast SDK + V1"] = (
-        reference,
-        f"http://127.0.0.1:{port}/v1/models/churn:predict",
+        port,
+        "/v1/models/churn",
+        "/v1/models/churn:predict",
     )
 
     ids = [f"C{i:05d}" for i in range(1, 41)]

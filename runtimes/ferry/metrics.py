@@ -81,52 +81,83 @@ REFUSED_CONNECTIONS = Gauge(
     registry=REGISTRY,
 )
 GRPC_REQUESTS = Counter(
-    "ferry_grpc_requests", "gRPC requests by method and code", ["method", "code"], registry=REGISTRY
+    "ferry_grpc_requests",
+    "gRPC requests by method, model and code",
+    ["method", "model", "code"],
+    registry=REGISTRY,
 )
 
 
 class HttpMetrics:
-    """``ferry_http_requests_total`` (protocol, status class) and ``ferry_request_seconds`` (protocol), the
-    two observations of every HTTP request. They are counted in plain Python numbers and turned into Prometheus
-    families only when scraped: prometheus_client takes a lock per update (~1 us per request for the pair at
-    tens of thousands of requests a second), and every update here happens on the event loop's thread."""
+    """``ferry_http_requests_total`` (protocol, model, status class) and ``ferry_request_seconds`` (protocol,
+    model), the two observations of every HTTP request. They are counted in plain Python numbers and turned into
+    Prometheus families only when scraped: prometheus_client takes a lock per update (~1 us per request for the
+    pair at tens of thousands of requests a second), and every update here happens on the event loop's thread.
+
+    ``model`` is the model a request addressed, bounded by the server (``model_label``): a multi-model server gets
+    an objective per model, and a client cannot grow the series by inventing names."""
 
     def __init__(self, registry: CollectorRegistry, protocols: tuple[str, ...]):
-        self._requests: dict[tuple[str, str], int] = {}
-        # Per protocol: a count per bucket (the last one +Inf), every series present from the start.
-        self._latency = {protocol: [0] * (len(_LATENCY_BUCKETS) + 1) for protocol in protocols}
-        self._latency_sum = dict.fromkeys(protocols, 0.0)
+        self.protocols = protocols
+        self._requests: dict[tuple[str, str, str], int] = {}
+        # Per (protocol, model): a count per bucket (the last one +Inf) and the sum.
+        self._latency: dict[tuple[str, str], list[int]] = {}
+        self._latency_sum: dict[tuple[str, str], float] = {}
+        self._served = lambda: ()
         registry.register(self)
 
-    def request(self, protocol: str, status: int) -> None:
-        key = (protocol, f"{status // 100}xx")
+    def serve(self, models) -> None:
+        """``models()`` names the models the server holds: each gets its latency series for every protocol from
+        the first scrape on, so a rate sees a model's first requests (a series born with them would not)."""
+        self._served = models
+
+    def request(self, protocol: str, model: str, status: int) -> None:
+        key = (protocol, model, f"{status // 100}xx")
         self._requests[key] = self._requests.get(key, 0) + 1
 
-    def latency(self, protocol: str, seconds: float) -> None:
+    def latency(self, protocol: str, model: str, seconds: float) -> None:
+        key = (protocol, model)
+        counts = self._latency.get(key)
+        if counts is None:
+            counts = self._series(key)
         # The first bucket whose bound is >= seconds, as prometheus_client's Histogram counts.
-        self._latency[protocol][bisect.bisect_left(_LATENCY_BUCKETS, seconds)] += 1
-        self._latency_sum[protocol] += seconds
+        counts[bisect.bisect_left(_LATENCY_BUCKETS, seconds)] += 1
+        self._latency_sum[key] += seconds
+
+    def _series(self, key: tuple[str, str]) -> list[int]:
+        self._latency_sum.setdefault(key, 0.0)
+        return self._latency.setdefault(key, [0] * (len(_LATENCY_BUCKETS) + 1))
 
     def collect(self):
+        for model in self._served():
+            for protocol in self.protocols:
+                self._series((protocol, model))
         requests = CounterMetricFamily(
-            "ferry_http_requests", "HTTP requests by protocol and status class", labels=["protocol", "status"]
+            "ferry_http_requests",
+            "HTTP requests by protocol, model and status class",
+            labels=["protocol", "model", "status"],
         )
-        for (protocol, status), count in list(self._requests.items()):
-            requests.add_metric([protocol, status], count)
+        for (protocol, model, status), count in list(self._requests.items()):
+            requests.add_metric([protocol, model, status], count)
         yield requests
         latency = HistogramMetricFamily(
-            "ferry_request_seconds", "Server time per inference request", labels=["protocol"]
+            "ferry_request_seconds", "Server time per inference request", labels=["protocol", "model"]
         )
-        for protocol, counts in list(self._latency.items()):
+        for (protocol, model), counts in list(self._latency.items()):
             cumulative, buckets = 0, []
             for bound, count in zip([*_LATENCY_BUCKETS, float("inf")], counts, strict=True):
                 cumulative += count
                 buckets.append((floatToGoString(bound), cumulative))
-            latency.add_metric([protocol], buckets, self._latency_sum[protocol])
+            latency.add_metric([protocol, model], buckets, self._latency_sum[(protocol, model)])
         yield latency
 
     def describe(self):
         return []  # families are known only at scrape time; no name clashes to check at registration
+
+
+def model_label(name: str, held) -> str:
+    """A request's ``model`` label: the name it addressed when the server holds that model, else ``unknown``."""
+    return name if name in held else "unknown"
 
 
 HTTP_METRICS = HttpMetrics(REGISTRY, protocols=("v1", "v2", "seldon"))

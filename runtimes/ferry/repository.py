@@ -75,6 +75,9 @@ class Repository:
         self.control = control
         self.draining = False
 
+    def __contains__(self, name: str) -> bool:
+        return name in self._versions
+
     def __iter__(self):
         return (handler for versions in list(self._versions.values()) for handler in versions.values())
 

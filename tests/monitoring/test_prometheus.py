@@ -207,6 +207,13 @@ def test_traffic_shows_where_it_was_sent(prometheus):
     assert (
         _values(prometheus.query('sum(ferry_grpc_requests_total{job="churn-predictor", code="OK"})'))[0] > 10
     )
+    # Inference requests name their model; probes and scrapes name none.
+    models = {
+        s["metric"].get("model", "")
+        for s in prometheus.query('ferry_http_requests_total{job="churn-predictor"}')
+        + prometheus.query('ferry_grpc_requests_total{job="churn-predictor", method="ModelInfer"}')
+    }
+    assert models == {"churn", ""}, models
     assert _values(prometheus.query('sum(ferry_batch_rows_sum{job="churn-predictor"})'))[0] > 100
     assert (
         _values(prometheus.query('sum(ferry_feature_lookup_seconds_count{job="churn-transformer"})'))[0] > 10
@@ -225,27 +232,33 @@ def test_every_recording_rule_returns_plausible_series(prometheus):
     figures, problems = {}, []
     for rule in rules:
         result = prometheus.query(rule["record"])
-        values = {s["metric"].get("job"): float(s["value"][1]) for s in result}
+        # Every rule is per model: "job/model" (the local stack's workloads serve one model each).
+        values = {
+            f"{s['metric'].get('job')}/{s['metric'].get('model')}": float(s["value"][1]) for s in result
+        }
         figures[rule["record"]] = values
-        if "churn-predictor" not in values:
-            problems.append(f"{rule['record']}: no series for churn-predictor ({values})")
-        for job, value in values.items():
+        if "churn-predictor/churn" not in values:
+            problems.append(f"{rule['record']}: no series for churn-predictor's model churn ({values})")
+        for series, value in values.items():
             if not math.isfinite(value) or value < 0:
-                problems.append(f"{rule['record']} {job}: {value}")
+                problems.append(f"{rule['record']} {series}: {value}")
             if ":ratio" in rule["record"] and value > 1:
-                problems.append(f"{rule['record']} {job}: ratio {value} > 1")
+                problems.append(f"{rule['record']} {series}: ratio {value} > 1")
     print(json.dumps(figures, indent=1))
     assert not problems, "\n".join(problems)
-    assert figures["namespace_job:ferry_requests:rate5m"]["churn-predictor"] > 10
-    # Every request was answered: the availability objective's bad fraction is exactly 0 everywhere.
+    assert figures["namespace_job_model:ferry_requests:rate5m"]["churn-predictor/churn"] > 10
+    # Every request was answered: the availability objective's bad fraction is exactly 0 everywhere, for each
+    # workload's model and nothing else (no series for probes, scrapes or unknown names).
+    served = {"churn-predictor/churn", "churn-transformer/churn-transformer", "churn-explainer/churn"}
     for window in ("5m", "30m", "1h", "6h"):
-        assert set(figures[f"namespace_job:ferry_request_errors:ratio_rate{window}"].values()) == {0.0}
+        errors = figures[f"namespace_job_model:ferry_request_errors:ratio_rate{window}"]
+        assert set(errors) == served and set(errors.values()) == {0.0}, errors
     # The latency objective covers the predictor and the transformer, never the explainer.
-    assert set(figures["namespace_job:ferry_request_slow:ratio_rate5m"]) == {
-        "churn-predictor",
-        "churn-transformer",
+    assert set(figures["namespace_job_model:ferry_request_slow:ratio_rate5m"]) == {
+        "churn-predictor/churn",
+        "churn-transformer/churn-transformer",
     }
-    assert 0 < figures["namespace_job_model:ferry_batch_rows:mean_rate5m"]["churn-predictor"] < 1024
+    assert 0 < figures["namespace_job_model:ferry_batch_rows:mean_rate5m"]["churn-predictor/churn"] < 1024
 
 
 def test_rules_evaluate_without_errors_and_no_alert_fires(prometheus):

@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import re
 
+import grpc
 import httpx
 import numpy as np
 import pytest
+from ferry.protocol import grpc_predict_v2_pb2 as pb
+from ferry.protocol.oip_grpc import Stub
+from support.grpc_requests import infer_request
 
 EXAMPLE_ROWS = [[24, 65.5, 1572.0, 1], [12, 45.0, 540.0, 0]]  # the KServe client example's instances
 GOLDEN = np.array([*EXAMPLE_ROWS, [70, 110.0, 7700.0, 2], [1, 20.0, 20.0, 0]], dtype=np.float32)
@@ -240,14 +244,22 @@ def test_start_up_objects_are_left_out_of_garbage_collection(server):
 
 
 def _samples(text: str, name: str) -> dict[str, float]:
-    return {
-        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(name)
-    }
+    """``name``'s samples by series, each written ``name{a="x",b="y"}`` with its labels sorted (whatever order
+    the exposition gives them in)."""
+    found = {}
+    for line in text.splitlines():
+        if line.startswith(name):
+            series, value = line.rsplit(" ", 1)
+            metric, _, labels = series.partition("{")
+            found[_series(metric, **dict(re.findall(r'(\w+)="([^"]*)"', labels)))] = float(value)
+    return found
 
 
-def test_http_request_metrics_count_every_request_by_protocol_and_status(server):
+def _series(metric: str, **labels: str) -> str:
+    return metric + "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+
+
+def test_http_request_metrics_count_every_request_by_protocol_model_and_status(server):
     def scrape():
         text = httpx.get(f"{server.url}/metrics").text
         return _samples(text, "ferry_http_requests_total"), _samples(text, "ferry_request_seconds")
@@ -259,21 +271,66 @@ def test_http_request_metrics_count_every_request_by_protocol_and_status(server)
         assert httpx.post(f"{server.url}/v2/models/churn/infer", json={"inputs": []}).status_code == 400
     response = httpx.post(f"{server.url}/v1/models/churn:predict", json={"instances": EXAMPLE_ROWS})
     assert response.status_code == 200
+    # Names the server does not hold share one label value: a client cannot grow the series.
+    for name in ("nope-1", "nope-2"):
+        assert httpx.post(f"{server.url}/v2/models/{name}/infer", json=v2_body(GOLDEN[:1])).status_code == 404
+    assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
     requests, latency = scrape()
 
-    def grew(samples, before, key):
+    def grew(samples, before, metric, **labels):
+        key = _series(metric, **labels)
         return samples.get(key, 0) - before.get(key, 0)
 
-    assert grew(requests, requests_before, 'ferry_http_requests_total{protocol="v2",status="2xx"}') == 7
-    assert grew(requests, requests_before, 'ferry_http_requests_total{protocol="v2",status="4xx"}') == 3
-    assert grew(requests, requests_before, 'ferry_http_requests_total{protocol="v1",status="2xx"}') == 1
-    assert grew(latency, latency_before, 'ferry_request_seconds_count{protocol="v2"}') == 10
-    assert grew(latency, latency_before, 'ferry_request_seconds_count{protocol="v1"}') == 1
-    assert grew(latency, latency_before, 'ferry_request_seconds_bucket{le="+Inf",protocol="v2"}') == 10
-    assert 0 < grew(latency, latency_before, 'ferry_request_seconds_sum{protocol="v2"}') < 10
-    buckets = [v for k, v in latency.items() if k.startswith("ferry_request_seconds_bucket{") and '"v2"' in k]
+    def requests_grew(**labels):
+        return grew(requests, requests_before, "ferry_http_requests_total", **labels)
+
+    def latency_grew(metric, **labels):
+        return grew(latency, latency_before, metric, **labels)
+
+    assert requests_grew(protocol="v2", model="churn", status="2xx") == 7
+    assert requests_grew(protocol="v2", model="churn", status="4xx") == 3
+    assert requests_grew(protocol="v1", model="churn", status="2xx") == 1
+    assert requests_grew(protocol="v2", model="unknown", status="4xx") == 2
+    assert not [k for k in requests if "nope" in k]
+    assert requests_grew(protocol="v2", model="", status="2xx") == 1  # a server-level path names no model
+    churn_v2 = {"protocol": "v2", "model": "churn"}
+    assert latency_grew("ferry_request_seconds_count", **churn_v2) == 10
+    assert latency_grew("ferry_request_seconds_count", protocol="v1", model="churn") == 1
+    assert latency_grew("ferry_request_seconds_bucket", **churn_v2, le="+Inf") == 10
+    assert 0 < latency_grew("ferry_request_seconds_sum", **churn_v2) < 10
+    buckets = [
+        v
+        for k, v in latency.items()
+        if k.startswith("ferry_request_seconds_bucket{") and 'model="churn",protocol="v2"' in k
+    ]
     assert buckets == sorted(buckets) and len(buckets) == 16  # cumulative, 15 bounds and +Inf
-    assert 'ferry_request_seconds_count{protocol="seldon"}' in latency  # present before its first request
+    # Every model the server holds has its series before its first request (a rate sees the first ones).
+    assert _series("ferry_request_seconds_count", protocol="seldon", model="churn") in latency
+
+
+def test_grpc_request_metrics_name_the_model(server):
+    def counts() -> dict[str, float]:
+        return _samples(httpx.get(f"{server.url}/metrics").text, "ferry_grpc_requests_total")
+
+    before = counts()
+    with grpc.insecure_channel(server.grpc_address) as channel:
+        stub = Stub(channel)
+        stub.ModelInfer(infer_request(GOLDEN[:1]), timeout=10)
+        stub.ModelReady(pb.ModelReadyRequest(name="churn"), timeout=10)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ModelInfer(infer_request(GOLDEN[:1], "nope"), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+        stub.ServerLive(pb.ServerLiveRequest(), timeout=10)
+    after = counts()
+
+    def grew(**labels):
+        key = _series("ferry_grpc_requests_total", **labels)
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert grew(method="ModelInfer", model="churn", code="OK") == 1
+    assert grew(method="ModelReady", model="churn", code="OK") == 1
+    assert grew(method="ModelInfer", model="unknown", code="NOT_FOUND") == 1
+    assert grew(method="ServerLive", model="", code="OK") == 1
 
 
 def test_metadata_health_metrics_and_request_ids(server):

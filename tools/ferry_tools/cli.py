@@ -157,7 +157,7 @@ def _start_monitoring(demo: Path, args: argparse.Namespace, processes: list) -> 
         raise SystemExit(f"ferry up --monitoring: {exc}") from None
     endpoints = [
         f"{prometheus.url}   (scraping the stack every 5 s, Ferry's rules loaded)",
-        f"{prometheus.url}/graph?g0.expr=namespace_job:ferry_requests:rate5m",
+        f"{prometheus.url}/graph?g0.expr=namespace_job_model:ferry_requests:rate5m",
     ]
     processes.append(
         (Component("prometheus", [], f"{prometheus.url}/-/ready", endpoints), prometheus.process)

@@ -43,14 +43,21 @@ class Graph:
     heatmap: bool = False
 
 
-def quantiles(metric: str, by: str = "") -> tuple[Query, ...]:
-    """p50 and p99 of a histogram, per ``by`` label if given. ``>= 0`` drops the NaN of a series with no
-    observations in the window (a protocol nobody used): no point rather than a NaN."""
+def legend_of(labels: str) -> str:
+    """Grafana's legend for series grouped ``by (a, b)``: "{{a}} {{b}}"."""
+    return " ".join(f"{{{{{label.strip()}}}}}" for label in labels.split(",") if label.strip())
+
+
+def quantiles(metric: str, by: str = "", where: str = "") -> tuple[Query, ...]:
+    """p50 and p99 of a histogram, per ``by`` labels if given, of the series matching ``where`` too. ``>= 0``
+    drops the NaN of a series with no observations in the window (a protocol nobody used): no point rather than
+    a NaN."""
     group = f"le, {by}" if by else "le"
-    legend = f"{{{{{by}}}}} " if by else ""
+    legend = f"{legend_of(by)} " if by else ""
+    selector = f"{SEL}, {where}" if where else SEL
     return tuple(
         Query(
-            f"histogram_quantile({q}, sum by ({group}) (rate({metric}_bucket{{{SEL}}}[{RATE}]))) >= 0",
+            f"histogram_quantile({q}, sum by ({group}) (rate({metric}_bucket{{{selector}}}[{RATE}]))) >= 0",
             f"{legend}p{int(q * 100)}",
         )
         for q in (0.5, 0.99)
@@ -67,21 +74,26 @@ def memory() -> Graph:
     )
 
 
-def requests(status_by: str = "protocol, status", grpc: bool = True) -> Graph:
+# Inference requests: those that name a model. model="" is health probes, /metrics and metadata; "unknown" is a
+# model the server does not hold (the client's 404s, shown: a misrouted client is worth seeing).
+INFERENCE = 'model!=""'
+
+
+def requests(status_by: str = "model, protocol, status", grpc: bool = True) -> Graph:
     """Requests per second; gRPC beside HTTP only where the server has a gRPC port (the explainer has none)."""
-    legend = " ".join(f"{{{{{label.strip()}}}}}" for label in status_by.split(","))
-    # protocol "other" is health probes, /metrics and metadata: not inference traffic.
-    http = f'ferry_http_requests_total{{{SEL}, protocol!="other"}}'
-    queries = [Query(f"sum by ({status_by}) (rate({http}[{RATE}]))", legend)]
+    http = f"ferry_http_requests_total{{{SEL}, {INFERENCE}}}"
+    queries = [Query(f"sum by ({status_by}) (rate({http}[{RATE}]))", legend_of(status_by))]
     if grpc:
+        grpc_requests = f"ferry_grpc_requests_total{{{SEL}, {INFERENCE}}}"
         queries.append(
-            Query(f"sum by (code) (rate(ferry_grpc_requests_total{{{SEL}}}[{RATE}]))", "gRPC {{code}}")
+            Query(f"sum by (model, code) (rate({grpc_requests}[{RATE}]))", "gRPC {{model}} {{code}}")
         )
     return Graph(
         "Requests per second",
         "reqps",
         tuple(queries),
-        "HTTP requests by protocol and status class" + (", gRPC requests by status code." if grpc else "."),
+        "Inference requests per model: HTTP by protocol and status class"
+        + (", gRPC by status code." if grpc else "."),
     )
 
 
@@ -90,18 +102,24 @@ PREDICTOR = (
     Graph(
         "Request latency",
         "s",
-        quantiles("ferry_request_seconds", "protocol"),
-        "Server time per HTTP inference request, p50 and p99 per protocol (the latency objective is 99% "
-        "under 250 ms).",
+        quantiles("ferry_request_seconds", "model, protocol", INFERENCE),
+        "Server time per HTTP inference request, p50 and p99 per model and protocol (the latency objective is "
+        "99% under 250 ms).",
     ),
     Graph(
         "Objectives: bad fraction over 5 minutes",
         "percentunit",
         (
-            Query(f"namespace_job:ferry_request_errors:ratio_rate5m{{{SEL}}}", "errors (budget 0.1%)"),
-            Query(f"namespace_job:ferry_request_slow:ratio_rate5m{{{SEL}}}", "over 250 ms (budget 1%)"),
+            Query(
+                f"namespace_job_model:ferry_request_errors:ratio_rate5m{{{SEL}}}",
+                "{{model}} errors (budget 0.1%)",
+            ),
+            Query(
+                f"namespace_job_model:ferry_request_slow:ratio_rate5m{{{SEL}}}",
+                "{{model}} over 250 ms (budget 1%)",
+            ),
         ),
-        "The recording rules the burn-rate alerts read (k8s/monitoring/rules.yaml).",
+        "The recording rules the burn-rate alerts read, per model (k8s/monitoring/rules.yaml).",
     ),
     Graph(
         "Batcher outcomes",
@@ -181,7 +199,7 @@ PREDICTOR = (
 
 TRANSFORMER = (
     requests(),
-    Graph("Request latency", "s", quantiles("ferry_request_seconds", "protocol")),
+    Graph("Request latency", "s", quantiles("ferry_request_seconds", "model, protocol", INFERENCE)),
     Graph(
         "Feature lookup latency",
         "s",
@@ -210,7 +228,7 @@ TRANSFORMER = (
 )
 
 EXPLAINER = (
-    requests("status", grpc=False),
+    requests("model, status", grpc=False),
     Graph(
         "Explanations by outcome",
         "reqps",

@@ -18,7 +18,7 @@ from ferry.codec import datatype_of, decode_binary, encode_binary, numpy_dtype
 from ferry.context import new_request_id, request_headers
 from ferry.errors import STATUS as ERROR_STATUS
 from ferry.errors import InvalidInput, ServingError
-from ferry.metrics import GRPC_REQUESTS
+from ferry.metrics import GRPC_REQUESTS, model_label
 from ferry.protocol import grpc_predict_v2_pb2 as pb
 from ferry.protocol.oip_grpc import METHODS, SERVICE
 from ferry.repository import Repository
@@ -176,25 +176,28 @@ class InferenceService:
         try:
             request = request_class.FromString(message)
         except DecodeError as exc:
-            self._count(name, Status.INVALID_ARGUMENT)
+            self._count(name, "", Status.INVALID_ARGUMENT)
             raise GrpcFailure(
                 Status.INVALID_ARGUMENT, f"{request_class.__name__} message does not parse: {exc}"
             ) from None
+        # The model the request addressed, for the metrics: "" for the server's methods, as HTTP's paths.
+        model = getattr(request, "model_name", "") or getattr(request, "name", "")
         try:
             response = await run(request, metadata)
         except ServingError as exc:
             status = GRPC_STATUS[exc.code]
-            self._count(name, status)
+            self._count(name, model, status)
             trailers = (("retry-after", str(int(exc.retry_after))),) if exc.retry_after else ()
             raise GrpcFailure(status, exc.message, trailers) from None
-        self._count(name, Status.OK)
+        self._count(name, model, Status.OK)
         return response if isinstance(response, bytes) else response.SerializeToString()
 
-    def _count(self, method: str, status: Status) -> None:
-        key = (method, status)
+    def _count(self, method: str, model: str, status: Status) -> None:
+        key = (method, model, status)
         counter = self._counts.get(key)
         if counter is None:
-            counter = self._counts[key] = GRPC_REQUESTS.labels(method, status.name)
+            label = model_label(model, self.repository) if model else ""
+            counter = self._counts[key] = GRPC_REQUESTS.labels(method, label, status.name)
         counter.inc()
 
     # -- the methods --

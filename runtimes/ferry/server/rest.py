@@ -15,7 +15,7 @@ from ferry import __version__
 from ferry.codec import dumps
 from ferry.context import new_request_id, request_headers
 from ferry.errors import STATUS, ErrorCode, InvalidInput, ModelNotFound, PayloadTooLarge, ServingError
-from ferry.metrics import HTTP_METRICS, REGISTRY
+from ferry.metrics import HTTP_METRICS, REGISTRY, model_label
 from ferry.protocol import v1, v2
 from ferry.repository import Repository
 
@@ -88,6 +88,7 @@ class RestApp:
         self.explainer = explainer
         self.max_body_bytes = max_body_bytes
         self.server_name = server_name
+        HTTP_METRICS.serve(lambda: repository.names)
 
     async def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Response:
         """Answer one request (never raises): the whole of Ferry's HTTP API behind the transport in
@@ -111,16 +112,33 @@ class RestApp:
         response.headers.append((b"x-request-id", request_id.encode("latin-1")))
         if "traceparent" in headers:
             response.headers.append((b"traceparent", headers["traceparent"].encode("latin-1")))
-        protocol = _protocol_of(path)  # answered or failed alike: a bad V2 body counts as v2
+        protocol, model = self._labels(path)  # answered or failed alike: a bad V2 body counts as v2
         if protocol != "other":  # v1, v2, seldon; not probes and scrapes
-            HTTP_METRICS.latency(protocol, time.perf_counter() - started)
-        HTTP_METRICS.request(protocol, response.status)
+            HTTP_METRICS.latency(protocol, model, time.perf_counter() - started)
+        HTTP_METRICS.request(protocol, model, response.status)
         return response
 
     def payload_too_large(self, size: int) -> Response:
         exc = PayloadTooLarge(f"request body of {size} bytes exceeds the limit of {self.max_body_bytes}")
-        HTTP_METRICS.request("other", 413)
+        HTTP_METRICS.request("other", "", 413)
         return self._error(exc, "")
+
+    def _labels(self, path: str) -> tuple[str, str]:
+        """A request's metrics labels: its protocol (the path's first segment, v1 or v2; Seldon's paths; or other)
+        and the model it addressed ("" where the path names none, ``unknown`` where the server holds no such
+        model)."""
+        if path.startswith("/v2/models/"):  # the hot path, without the split below
+            return "v2", model_label(path[11:].partition("/")[0], self.repository)
+        parts = path.strip("/").split("/")
+        head = parts[0]
+        if head in ("v1", "v2"):
+            if len(parts) > 2 and parts[1] == "models":  # /v1/models/{name}:predict, /v2/models/{name}/...
+                return head, model_label(parts[2].partition(":")[0], self.repository)
+            return head, ""
+        if path in SELDON_PREDICT or path in SELDON_EXPLAIN:  # they address the default model
+            names = self.repository.names
+            return "seldon", names[0] if names else "unknown"
+        return "other", ""
 
     @staticmethod
     def internal_error() -> Response:
@@ -307,16 +325,6 @@ class RestApp:
         if isinstance(body.get("meta"), dict) and "puid" in body["meta"]:
             meta["puid"] = body["meta"]["puid"]
         return _ok(v1.encode_seldon(outputs, form, names, meta))
-
-
-def _protocol_of(path: str) -> str:
-    """The metrics label of a request: its path's first segment (v1, v2), Seldon's paths, or other."""
-    if path.startswith("/v2/"):  # the hot path, without the split below
-        return "v2"
-    head = path.strip("/").partition("/")[0]
-    if head in ("v1", "v2"):
-        return head
-    return "seldon" if path in SELDON_PREDICT or path in SELDON_EXPLAIN else "other"
 
 
 def _expect(method: str, wanted: str) -> None:

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 Tensors = dict[str, np.ndarray]
 GATHER_PASSES = 8  # at most this many loop passes to read requests that arrived before an inline batch
+# After this many gathers in a row found nothing new (one client at a time), only every this-many-th batch gathers.
+FRUITLESS_GATHERS = 8
 Runner = Callable[[Tensors], Tensors]
 
 
@@ -110,6 +112,7 @@ class DynamicBatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None
+        self._fruitless_gathers = 0  # gathers in a row that found no new rows (see _gather_arrived)
         self._workers: list[asyncio.Task] = []
         self._sweeper: asyncio.Task | None = None
         self._running: list[list[_Job]] = []
@@ -319,7 +322,14 @@ class DynamicBatcher:
         next requests arrive while later answers are still being written. Taking a batch at the first request
         splits the clients into a big batch and a trail of small ones (one row costs ~3x a row of a batch of
         16 on a 1.6M-parameter MLP). So: yield to the loop while each pass brings new rows, up to the row cap.
-        No time window: a pass that brings nothing ends it, so a lone client waits two loop passes."""
+        No time window: a pass that brings nothing ends it, so a lone client waits two loop passes; once
+        ``FRUITLESS_GATHERS`` gathers in a row brought nothing, only every ``FRUITLESS_GATHERS``-th batch still
+        gathers (the probe that notices more clients), so one client at a time pays nothing for the batcher."""
+        if self._fruitless_gathers >= FRUITLESS_GATHERS:
+            self._fruitless_gathers += 1
+            if self._fruitless_gathers % FRUITLESS_GATHERS:
+                return
+        before = self._queued_rows
         for _ in range(GATHER_PASSES):
             seen = self._queued_rows
             # Two yields: the first lets the loop poll its sockets, the second lets the request handlers that
@@ -327,7 +337,11 @@ class DynamicBatcher:
             await asyncio.sleep(0)
             await asyncio.sleep(0)
             if self._queued_rows == seen or self._queued_rows >= self.cost.row_cap:
-                return
+                break
+        if self._queued_rows > before:
+            self._fruitless_gathers = 0
+        elif self._fruitless_gathers < FRUITLESS_GATHERS:
+            self._fruitless_gathers += 1
 
     async def _run(self, batch: list[_Job], runner: Runner, executor: ThreadPoolExecutor) -> None:
         self.metrics.queue_wait(self._loop.time() - batch[0].enqueued)

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from ferry.batching import BatchingPolicy, BatchMetrics, DynamicBatcher
+from ferry.batching import FRUITLESS_GATHERS, BatchingPolicy, BatchMetrics, DynamicBatcher
 from ferry.errors import BackendError, DeadlineExceeded, NotReady, Overloaded
 from ferry.signature import Signature, TensorSpec
 
@@ -322,6 +322,42 @@ async def test_an_inline_batch_first_gathers_requests_arriving_in_the_next_loop_
         assert [rows for rows, _ in metrics.batches] == [6]
     else:
         assert metrics.batches[0][0] == 1 and sum(rows for rows, _ in metrics.batches) == 6
+    await batcher.stop()
+
+
+async def test_a_lone_client_stops_paying_for_the_gather_until_more_clients_arrive():
+    """One client at a time: each inline batch's gather finds nothing, so after a few it is skipped (the request
+    is answered in fewer loop passes); a probe every few batches notices clients arriving again and batches them."""
+    batcher, metrics = await started(max_batch_size=64, inline_below_s=float("inf"))
+    batcher.cost.observe(1, 1e-6)
+    passes = [0]
+
+    async def count_passes():
+        while True:
+            passes[0] += 1
+            await asyncio.sleep(0)
+
+    counter = asyncio.ensure_future(count_passes())
+
+    async def lone_request() -> int:
+        start = passes[0]
+        await batcher.infer({"x": np.ones((1, 4), np.float32)}, 1, 10)
+        return passes[0] - start
+
+    costs = [await lone_request() for _ in range(3 * FRUITLESS_GATHERS)]
+    assert min(costs[FRUITLESS_GATHERS:]) < min(costs[:FRUITLESS_GATHERS]), costs
+
+    async def arriving_after(passes: int):
+        for _ in range(passes):
+            await asyncio.sleep(0)
+        return await batcher.infer({"x": np.ones((1, 4), np.float32)}, 1, 10)
+
+    before = len(metrics.batches)
+    for _ in range(FRUITLESS_GATHERS):  # waves of 6 clients, arriving pass by pass
+        await asyncio.gather(*(arriving_after(passes) for passes in range(6)))
+    waves = [rows for rows, _ in metrics.batches[before:]]
+    assert waves[-1] == 6 and waves.count(6) >= FRUITLESS_GATHERS // 2, waves  # gathered again
+    counter.cancel()
     await batcher.stop()
 
 

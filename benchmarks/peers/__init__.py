@@ -43,7 +43,11 @@ PEERS = {
     ),
     "ferry-batch": Peer("Ferry lean server, batching on", ALL, flags=("--batching=true", "--max_batch_size=64")),
     "ferry-nobatch": Peer("Ferry lean server, batching off", ALL, flags=("--batching=false",)),
-    "ferry-kserve": Peer("Ferry kserve.Model in kserve.ModelServer", ALL, flags=("--server=kserve",)),
+    "ferry-kserve": Peer(
+        "Ferry kserve.Model in kserve.ModelServer (Ferry's codec on its inference routes)",
+        ALL,
+        flags=("--server=kserve",),
+    ),
     "kserve-stock": Peer("stock KServe 0.21 custom kserve.Model + onnxruntime", ALL, launcher="kserve_stock.py"),
     "mlserver": Peer("MLServer 1.7.1 onnxruntime MLModel", ("v2json", "grpc"), python=mlserver_python(), launcher="mlserver_onnx.py"),
     "mlserver-adaptive": Peer(

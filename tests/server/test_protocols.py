@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 
 import grpc
@@ -216,6 +217,47 @@ def test_kserve_model_server_path(kserve_server, reference):
     )
     bad = httpx.post(f"{kserve_server.url}/v1/models/churn:predict", json={"instances": [[1, 2, 3]]})
     assert bad.status_code == 400 and "expected shape [-1, 4], got [1, 3]" in bad.text
+
+
+def _binary_v2(rows: np.ndarray, declared_rows: int) -> tuple[bytes, dict]:
+    """A V2 request with its tensor in the binary extension; ``declared_rows`` is the shape it claims."""
+    raw = np.ascontiguousarray(rows, dtype=np.float32).tobytes()
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "shape": [declared_rows, 4],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ]
+        }
+    ).encode()
+    headers = {
+        "inference-header-content-length": str(len(header)),
+        "content-type": "application/octet-stream",
+    }
+    return header + raw, headers
+
+
+@pytest.mark.parametrize("declared_rows", [4, 5])
+def test_kserve_model_server_decodes_binary_tensors_as_the_lean_server_does(
+    server, kserve_server, reference, declared_rows
+):
+    """Inside kserve.ModelServer, V2 inference goes through Ferry's codec (KServe's would turn the tensor into a
+    Python list first): the same answer as the lean server's, byte for byte, for a good request and a bad one."""
+    body, headers = _binary_v2(GOLDEN, declared_rows)
+    lean = httpx.post(f"{server.url}/v2/models/churn/infer", content=body, headers=headers)
+    inside = httpx.post(f"{kserve_server.url}/v2/models/churn/infer", content=body, headers=headers)
+    assert (inside.status_code, inside.json()) == (lean.status_code, lean.json())
+    if declared_rows == 4:
+        assert inside.status_code == 200
+        np.testing.assert_allclose(
+            np.reshape(inside.json()["outputs"][0]["data"], (4, 2)), reference(GOLDEN), atol=1e-5
+        )
+    else:  # 5 rows declared, 4 sent: a 400 naming what was wrong
+        assert inside.status_code == 400 and "input-0" in inside.json()["error"], inside.text
 
 
 async def test_concurrent_clients_each_get_their_own_rows(server, reference):

@@ -47,6 +47,20 @@ def test_the_report_is_one_runs_with_its_commit_and_verdicts_computed_from_its_f
         json.dumps(case("small-grpc", {"ferry-mlserver": 800, "mlserver": 1000}))
     )
     (results / "engine.json").write_text(json.dumps({"overhead_64_requests_pct": 12.5}))
+    shape = {"p50": 1.0, "p99": 2.0, "errors": 0}
+    (results / "transformer.json").write_text(  # labelled as transformer_latency.py labels its two shapes
+        json.dumps(
+            {
+                "connections": 16, "runs": 2, "duration": 6, "customers": 2000, "configs": [],
+                "direct": {"p50": 0.5, "p99": 0.8, "rps": 30000},
+                "reference_shape": "a plain kserve.Model", "answers_checked": 40, "answers_max_abs_diff": 0,
+                "shapes": {
+                    "Ferry transformer (lean server, V1 to the predictor)": {"16": {**shape, "rps": 8000}},
+                    "reference: kserve.Model + Feast SDK + V1": {"16": {**shape, "rps": 400}},
+                },
+            }
+        )
+    )  # fmt: skip
     run = {**report.commit(), "mode": "full", "command": "python benchmarks/run.py", "started": "now"}
     (results / "run.json").write_text(json.dumps({**run, "elapsed_s": 60, "suites": {}}))
     out = tmp_path / "RESULTS.md"
@@ -55,6 +69,10 @@ def test_the_report_is_one_runs_with_its_commit_and_verdicts_computed_from_its_f
 
     assert f"`{run['commit']}`" in text and "mode **full**" in text
     rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    transformer = rows[
+        "transformer c=16: Ferry / a kserve.Model calling Feast's get_online_features and the predictor over V1, req/s"
+    ]
+    assert "| 20.00 | >= 1.0 | PASS |" in transformer
     asgi = rows["small V2 JSON c=64: Ferry / bare uvicorn ASGI app answering a constant"]
     assert "| 0.90 | >= 1.0 | MISS |" in asgi
     host = rows["small-grpc c=64: Ferry's MLServer runtime / MLServer's own"]

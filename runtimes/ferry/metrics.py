@@ -18,7 +18,8 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 # names prometheus_client's default registry exports (the MLServer adapter leaves these out, MLServer has them).
 PROCESS = ProcessCollector(registry=REGISTRY)
 
-_LATENCY_BUCKETS = (
+# Seconds: every latency histogram of the predictor and the transformer, so their quantiles compare.
+LATENCY_BUCKETS = (
     0.0001,
     0.00025,
     0.0005,
@@ -54,11 +55,11 @@ QUEUE_WAIT = Histogram(
     "ferry_queue_wait_seconds",
     "Time a request waited for a batch",
     ["model"],
-    buckets=_LATENCY_BUCKETS,
+    buckets=LATENCY_BUCKETS,
     registry=REGISTRY,
 )
 COMPUTE = Histogram(
-    "ferry_compute_seconds", "Backend time per batch", ["model"], buckets=_LATENCY_BUCKETS, registry=REGISTRY
+    "ferry_compute_seconds", "Backend time per batch", ["model"], buckets=LATENCY_BUCKETS, registry=REGISTRY
 )
 REQUESTS = Counter(
     "ferry_model_requests",
@@ -121,12 +122,12 @@ class HttpMetrics:
         if counts is None:
             counts = self._series(key)
         # The first bucket whose bound is >= seconds, as prometheus_client's Histogram counts.
-        counts[bisect.bisect_left(_LATENCY_BUCKETS, seconds)] += 1
+        counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
         self._latency_sum[key] += seconds
 
     def _series(self, key: tuple[str, str]) -> list[int]:
         self._latency_sum.setdefault(key, 0.0)
-        return self._latency.setdefault(key, [0] * (len(_LATENCY_BUCKETS) + 1))
+        return self._latency.setdefault(key, [0] * (len(LATENCY_BUCKETS) + 1))
 
     def collect(self):
         for model in self._served():
@@ -145,7 +146,7 @@ class HttpMetrics:
         )
         for (protocol, model), counts in list(self._latency.items()):
             cumulative, buckets = 0, []
-            for bound, count in zip([*_LATENCY_BUCKETS, float("inf")], counts, strict=True):
+            for bound, count in zip([*LATENCY_BUCKETS, float("inf")], counts, strict=True):
                 cumulative += count
                 buckets.append((floatToGoString(bound), cumulative))
             latency.add_metric([protocol, model], buckets, self._latency_sum[(protocol, model)])

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from ferry.client import AsyncPredictor
 from ferry.errors import InvalidInput, ServingError, UpstreamError
-from ferry.metrics import REGISTRY
+from ferry.metrics import LATENCY_BUCKETS, REGISTRY
 from ferry.repository import Handler
 from ferry.signature import Signature, TensorSpec
 from prometheus_client import Counter, Histogram
@@ -27,12 +27,11 @@ log = logging.getLogger(__name__)
 
 # In Ferry's registry, so /metrics shows them next to the server's own. Observed once per wave (one Feast lookup
 # and one predictor request serve every request of the wave), so the counts are waves, not client requests.
-_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
 FEATURE_LOOKUP_SECONDS = Histogram(
     "ferry_feature_lookup_seconds",
     "Time of one online-store lookup (all ids of a wave)",
     ["model"],
-    buckets=_SECONDS,
+    buckets=LATENCY_BUCKETS,
     registry=REGISTRY,
 )
 FEATURE_LOOKUP_ERRORS = Counter(
@@ -42,7 +41,7 @@ UPSTREAM_SECONDS = Histogram(
     "ferry_upstream_request_seconds",
     "Time of one predictor request (all rows of a wave), failed ones included",
     ["model"],
-    buckets=_SECONDS,
+    buckets=LATENCY_BUCKETS,
     registry=REGISTRY,
 )
 UPSTREAM_ERRORS = Counter(

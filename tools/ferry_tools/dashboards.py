@@ -97,15 +97,20 @@ def requests(status_by: str = "model, protocol, status", grpc: bool = True) -> G
     )
 
 
-PREDICTOR = (
-    requests(),
-    Graph(
+def request_latency() -> Graph:
+    """The server time of inference requests, the latency objective's measure (predictor and transformer)."""
+    return Graph(
         "Request latency",
         "s",
         quantiles("ferry_request_seconds", "model, protocol", INFERENCE),
         "Server time per HTTP inference request, p50 and p99 per model and protocol (the latency objective is "
         "99% under 250 ms).",
-    ),
+    )
+
+
+PREDICTOR = (
+    requests(),
+    request_latency(),
     Graph(
         "Objectives: bad fraction over 5 minutes",
         "percentunit",
@@ -199,7 +204,7 @@ PREDICTOR = (
 
 TRANSFORMER = (
     requests(),
-    Graph("Request latency", "s", quantiles("ferry_request_seconds", "model, protocol", INFERENCE)),
+    request_latency(),
     Graph(
         "Feature lookup latency",
         "s",

@@ -241,6 +241,13 @@ def host_bound(records: dict, case: str, ferry: str, stock_rps: float) -> str:
     )
 
 
+def table_head(align: str, *columns: str) -> list[str]:
+    """A markdown table's header and rule: ``align`` has an ``l`` (left) or ``r`` (right) per column."""
+    assert len(align) == len(columns), (align, columns)
+    rule = "".join("---|" if a == "l" else "---:|" for a in align)
+    return ["| " + " | ".join(columns) + " |", "|" + rule]
+
+
 def transformer_section(suites: dict) -> list[str]:
     """``transformer_latency.py``: added latency per configuration, and Ferry against the reference shape."""
     data = suites.get("transformer")
@@ -254,8 +261,17 @@ def transformer_section(suites: dict) -> list[str]:
         f"{data['duration']} s, V1 JSON, one random id of {data['customers']:,} per request. The predictor called "
         f"directly: p50 {direct['p50']:.2f} ms, p99 {direct['p99']:.2f} ms, {direct['rps']:,.0f} req/s.",
         "",
-        "| store | predictor | server | e2e p50 ms | e2e p99 ms | added p50 ms | added p99 ms | req/s |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        *table_head(
+            "lllrrrrr",
+            "store",
+            "predictor",
+            "server",
+            "e2e p50 ms",
+            "e2e p99 ms",
+            "added p50 ms",
+            "added p99 ms",
+            "req/s",
+        ),
         *(
             f"| {c['store']} | {c['mode']} | {c['server']} | {c['p50']:.2f} | {c['p99']:.2f} | "
             f"{c['added_p50_ms']:.2f} | {c['added_p99_ms']:.2f} | {c['rps']:,.0f} |"
@@ -270,8 +286,15 @@ def transformer_section(suites: dict) -> list[str]:
             f"answers compared first: {data['answers_checked']} customers, max abs difference "
             f"{data['answers_max_abs_diff']:.2g}.",
             "",
-            "| transformer | conc. | req/s | p50 ms | p99 ms | failed (timeouts past 10 s included) |",
-            "|---|---:|---:|---:|---:|---:|",
+            *table_head(
+                "lrrrrr",
+                "transformer",
+                "conc.",
+                "req/s",
+                "p50 ms",
+                "p99 ms",
+                "failed (timeouts past 10 s included)",
+            ),
             *(
                 f"| {who} | {c} | {p['rps']:,.0f} | {p['p50']:.2f} | {p['p99']:.2f} | {p.get('errors', 0)} |"
                 for who, points in shapes.items()
@@ -293,8 +316,15 @@ def explainer_section(suites: dict) -> list[str]:
         f"`benchmarks/explainer_latency.py`; {data['explanations']} different customers explained one after another "
         f"(one client), predictor over {data['predictor_protocol']}.",
         "",
-        "| explainer | engine | p50 ms | p95 ms | predictor requests / explanation (mean, max) | rows / explanation |",
-        "|---|---|---:|---:|---:|---:|",
+        *table_head(
+            "llrrrr",
+            "explainer",
+            "engine",
+            "p50 ms",
+            "p95 ms",
+            "predictor requests / explanation (mean, max)",
+            "rows / explanation",
+        ),
     ]
     for r in data["engines"]:
         out.append(
@@ -320,8 +350,7 @@ def mlserver_batching_section(suites: dict) -> list[str]:
         f"`benchmarks/mlserver_batching.py`: one `mlserver start` (0 workers), three models over the demo churn ONNX "
         f"model, 1-row V2 REST JSON, wrk {data['duration']} s per point, {data['placement']}.",
         "",
-        "| setup | conc. | req/s | p50 ms | p99 ms | non-2xx | Ferry rows/batch |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        *table_head("lrrrrrr", "setup", "conc.", "req/s", "p50 ms", "p99 ms", "non-2xx", "Ferry rows/batch"),
         *(
             f"| {r['label']} | {r['connections']} | {r['rps']:,.0f} | {r['p50'] * 1e3:.2f} | {r['p99'] * 1e3:.2f} | "
             f"{r['errors']} | {fmt(r['rows_per_batch'], digits=1)} |"
@@ -345,8 +374,7 @@ def request_cost_section(suites: dict) -> list[str]:
         "loop, cumulative from the model call (predictor checks + batcher) to all of `RestApp.handle` (routing, "
         "request id, metrics); lowest of three runs.",
         "",
-        "| case | " + " | ".join(layers) + " |",
-        "|---|" + "---:|" * len(layers),
+        *table_head("l" + "r" * len(layers), "case", *layers),
         *(
             f"| {case} | " + " | ".join(f"{v:.1f}" for v in row.values()) + " |"
             for case, row in table.items()
@@ -651,7 +679,7 @@ def write_report(results: Path, report: Path, plots: Path) -> None:
         "",
         *header(run),
     ]
-    out += ["## Targets", "", "| target | achieved | wanted | result |", "|---|---:|---:|---|"]
+    out += ["## Targets", "", *table_head("lrrl", "target", "achieved", "wanted", "result")]
     rows = targets(records, suites)
     for name, value, target, op, verdict in rows:
         out.append(f"| {name} | {fmt(value, digits=2)} | {op} {target} | {verdict} |")
@@ -674,8 +702,19 @@ def write_report(results: Path, report: Path, plots: Path) -> None:
                 "",
             ]
         out += [
-            "| peer | conc. | req/s | rows/s | p50 ms | p99 ms | errors | rows/batch | model µs/row | peak RSS MB |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            *table_head(
+                "lrrrrrrrrr",
+                "peer",
+                "conc.",
+                "req/s",
+                "rows/s",
+                "p50 ms",
+                "p99 ms",
+                "errors",
+                "rows/batch",
+                "model µs/row",
+                "peak RSS MB",
+            ),
         ]
         for peer, entry in record["peers"].items():
             label = PEERS[peer].label if peer in PEERS else entry.get("label", peer)
@@ -701,8 +740,7 @@ def write_report(results: Path, report: Path, plots: Path) -> None:
                     "",
                     f"{fmt(profile['us_per_request'], digits=1)} µs of one core per request at the measured rate.",
                     "",
-                    "| where | µs / request |",
-                    "|---|---:|",
+                    *table_head("lr", "where", "µs / request"),
                     *(f"| {k} | {v:.1f} |" for k, v in profile["budget_us"].items()),
                     "",
                     "Innermost Python frames (% of samples): "
@@ -741,9 +779,11 @@ def gpu_section(suites: dict) -> list[str]:
         f"{gpu['client_cpus']}; {gpu['runs']} run(s) of {gpu['seconds']:.0f} s per point; ResNet input "
         f"3x{gpu['side']}x{gpu['side']}; V2 REST binary; `{gpu['command']}`.",
         "",
-        "| model | backend | precision | c | on req/s | off req/s | rows/batch | in-process at that batch | "
-        "on / off (>= 3) | on / in-process (>= 0.8) | on p99 ms |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *table_head(
+            "lllrrrrrrrr",
+            *("model", "backend", "precision", "c", "on req/s", "off req/s", "rows/batch"),
+            *("in-process at that batch", "on / off (>= 3)", "on / in-process (>= 0.8)", "on p99 ms"),
+        ),
     ]
     for record in gpu["configs"].values():
         label = f"| {record['model']} | {record['backend']} | {record['dtype']} |"
@@ -778,8 +818,7 @@ def engine_section(suites: dict) -> list[str]:
         f"`{engine.get('command', 'benchmarks/engine_overhead.py')}`; 1.6M-parameter MLP 512-1024-1024-10, one "
         f"intra-op thread, uvloop; {engine.get('machine', '')}; load average before {engine.get('load_average', '?')}.",
         "",
-        "| measure | value |",
-        "|---|---:|",
+        *table_head("lr", "measure", "value"),
         *(f"| {k} | {v:.1f} |" for k, v in engine.items() if isinstance(v, float)),
         "",
     ]
@@ -799,8 +838,15 @@ def multi_model_section(suites: dict) -> list[str]:
         "the rest through `POST /v2/repository/models/{m}/load`. Marginal RSS: least-squares slope over models "
         "2..N. Reloads: wrk, 16 connections on `m00`, one reload every 0.5 s.",
         "",
-        "| server | RSS, 1 model | RSS, all loaded | marginal RSS per model | N one-model servers | load time median / max |",
-        "|---|---:|---:|---:|---:|---:|",
+        *table_head(
+            "lrrrrr",
+            "server",
+            "RSS, 1 model",
+            "RSS, all loaded",
+            "marginal RSS per model",
+            "N one-model servers",
+            "load time median / max",
+        ),
     ]
     for name, entry in servers.items():
         rss = entry["rss_bytes_by_models"]
@@ -820,8 +866,7 @@ def multi_model_section(suites: dict) -> list[str]:
         "server that gives each model its own session.",
         *weights_note(data, servers["mlserver-1-worker"]["marginal_rss_bytes"]),
         "",
-        "| server | scenario | req/s | p50 | p99 | failed requests | reloads |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        *table_head("llrrrrr", "server", "scenario", "req/s", "p50", "p99", "failed requests", "reloads"),
     ]
     for name, entry in servers.items():
         for scenario, point in entry["scenarios"].items():

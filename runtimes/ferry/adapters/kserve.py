@@ -5,9 +5,10 @@ declares what each can do); the batching, backends and validation are the same o
 
 Inside ModelServer, the inference routes (V2 ``infer``, V1 ``:predict``) decode with Ferry's codec
 (``ferry_inference_routes``): KServe 0.21 turns every binary V2 tensor into a Python list of its values before
-the model sees it (``InferRequest.from_bytes``: ~25 ms for one 224x224 image) and parses JSON tensors the same
-way; Ferry's codec reads both straight into numpy. The rest (gRPC, health, metadata, ``:explain``, the model
-repository, KServe's middlewares and metrics) stays KServe's."""
+the model sees it (``InferRequest.from_bytes``: most of a 224x224 image request's time, the py-spy budgets in
+benchmarks/RESULTS.md) and parses JSON tensors the same way; Ferry's codec reads both straight into numpy. The
+rest (gRPC, health, metadata, ``:explain``, the model repository, KServe's middlewares and metrics) stays
+KServe's."""
 
 from __future__ import annotations
 

@@ -5,8 +5,10 @@ Children are bound once per model so the hot path pays one observation, not a la
 from __future__ import annotations
 
 import bisect
+import contextlib
 import time
 
+import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
@@ -217,3 +219,20 @@ class PrometheusBatchMetrics(BatchMetrics):
                 "compute_infer": {"count": self.batches, "ns": self.compute_ns},
             },
         }
+
+
+class _HostedFamilies:
+    """Ferry's registry without its process collector: a host's default registry has process_* already, and a
+    second copy would make the registration below fail (duplicated timeseries)."""
+
+    def collect(self):
+        return (family for family in REGISTRY.collect() if not family.name.startswith("process_"))
+
+
+def export_to_host() -> None:
+    """Put Ferry's metrics (batcher, model ready, requests per model) on the metrics endpoint of a host that serves
+    prometheus_client's default registry: MLServer (``parallel_workers: 0``) and kserve.ModelServer."""
+    # ValueError: already registered (MLServer re-imports its runtime's module for every model it loads, so a
+    # module-level flag would not remember).
+    with contextlib.suppress(ValueError):
+        prometheus_client.REGISTRY.register(_HostedFamilies())

@@ -260,6 +260,28 @@ def test_kserve_model_server_decodes_binary_tensors_as_the_lean_server_does(
         assert inside.status_code == 400 and "input-0" in inside.json()["error"], inside.text
 
 
+def test_kserve_model_server_serves_ferrys_metrics_per_model(kserve_server):
+    """ModelServer's /metrics carries Ferry's families too (its own registry is prometheus_client's default):
+    the batcher's, and the requests its inference routes answered, per model, for the objectives' rules."""
+
+    def scrape() -> dict[str, float]:
+        text = httpx.get(f"{kserve_server.url}/metrics").text
+        return _samples(text, "ferry_http_requests_total") | _samples(text, "ferry_batch_rows_count")
+
+    before = scrape()
+    for _ in range(3):
+        assert (
+            httpx.post(f"{kserve_server.url}/v2/models/churn/infer", json=v2_body(GOLDEN)).status_code == 200
+        )
+    after = scrape()
+    for key, grown in (
+        (_series("ferry_http_requests_total", protocol="v2", model="churn", status="2xx"), 3),
+        (_series("ferry_batch_rows_count", model="churn"), 3),
+    ):
+        assert after.get(key, 0) - before.get(key, 0) == grown, (key, after)
+    assert "process_cpu_seconds_total" in httpx.get(f"{kserve_server.url}/metrics").text  # KServe's, once
+
+
 async def test_concurrent_clients_each_get_their_own_rows(server, reference):
     rows = np.random.default_rng(5).uniform(0, 100, size=(300, 1, 4)).astype(np.float32)
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:

@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response as StarletteResponse
 from starlette.routing import Route
 
+from ferry import metrics
 from ferry.codec import datatype_of, dumps
 from ferry.context import request_headers
 from ferry.errors import STATUS, ErrorCode, ServingError
@@ -147,6 +148,7 @@ def serve_with_kserve(handlers, http_port: int, grpc_port: int = 0) -> int:
 
     repository = handlers if isinstance(handlers, Repository) else Repository(list(handlers))
     app.router.routes[:0] = ferry_inference_routes(repository)  # matched before the routes ModelServer adds
+    metrics.export_to_host()  # ModelServer's /metrics serves the default registry
     ModelServer(
         http_port=http_port, grpc_port=grpc_port or 8081, workers=1, enable_grpc=bool(grpc_port)
     ).start([FerryKServeModel(handler) for handler in repository])

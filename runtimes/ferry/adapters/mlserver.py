@@ -12,10 +12,8 @@ requests) and, for GPU models, ``parallel_workers: 0`` so that one process owns 
 
 from __future__ import annotations
 
-import contextlib
 import os
 
-import prometheus_client
 from mlserver import MLModel
 from mlserver.codecs import NumpyCodec
 from mlserver.errors import MLServerError
@@ -34,23 +32,6 @@ def _mlserver_error(exc: ServingError, context: str = "") -> MLServerError:
     # The HTTP status of ferry.errors.STATUS; MLServer maps it to gRPC itself (400 -> INVALID_ARGUMENT,
     # 404 -> NOT_FOUND; others -> UNKNOWN, a limit of MLServer 1.7.1).
     return MLServerError(context + exc.message, status_code=STATUS[exc.code].http)
-
-
-def _export_ferry_metrics() -> None:
-    """Put Ferry's batcher metrics (``ferry_batch_rows``...) on MLServer's metrics port: with
-    ``parallel_workers: 0`` MLServer serves prometheus_client's default registry, Ferry keeps its own."""
-    # ValueError: an earlier model registered it. (MLServer re-imports this module for every model it loads,
-    # so a module-level flag would not remember.)
-    with contextlib.suppress(ValueError):
-        prometheus_client.REGISTRY.register(_FerryFamilies())
-
-
-class _FerryFamilies:
-    """Ferry's registry without its process collector: MLServer's default registry has process_* already, and
-    a second copy would make the registration above fail (duplicated timeseries)."""
-
-    def collect(self):
-        return (family for family in metrics.REGISTRY.collect() if not family.name.startswith("process_"))
 
 
 class FerryRuntime(MLModel):
@@ -90,7 +71,7 @@ class FerryRuntime(MLModel):
             await self.predictor.load()
         except ServingError as exc:
             raise _mlserver_error(exc, f"model {self.name!r}: ") from None
-        _export_ferry_metrics()
+        metrics.export_to_host()  # MLServer's metrics port serves the default registry
         if not self.inputs and self.predictor.signature:
             # So /v2/models/<name> describes the model without declaring it twice in model-settings.json.
             self.inputs = [MetadataTensor(**spec.as_dict()) for spec in self.predictor.signature.inputs]

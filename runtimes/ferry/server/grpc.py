@@ -180,8 +180,10 @@ class InferenceService:
             raise GrpcFailure(
                 Status.INVALID_ARGUMENT, f"{request_class.__name__} message does not parse: {exc}"
             ) from None
-        # The model the request addressed, for the metrics: "" for the server's methods, as HTTP's paths.
+        # The model the request addressed, for the metrics: "" for the server's methods, as HTTP's paths; bounded
+        # here, before it keys the counter cache, so invented names cannot grow it.
         model = getattr(request, "model_name", "") or getattr(request, "name", "")
+        model = model_label(model, self.repository) if model else ""
         try:
             response = await run(request, metadata)
         except ServingError as exc:
@@ -196,8 +198,7 @@ class InferenceService:
         key = (method, model, status)
         counter = self._counts.get(key)
         if counter is None:
-            label = model_label(model, self.repository) if model else ""
-            counter = self._counts[key] = GRPC_REQUESTS.labels(method, label, status.name)
+            counter = self._counts[key] = GRPC_REQUESTS.labels(method, model, status.name)
         counter.inc()
 
     # -- the methods --

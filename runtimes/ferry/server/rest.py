@@ -136,8 +136,10 @@ class RestApp:
                 return head, model_label(parts[2].partition(":")[0], self.repository)
             return head, ""
         if path in SELDON_PREDICT or path in SELDON_EXPLAIN:  # they address the default model
-            names = self.repository.names
-            return "seldon", names[0] if names else "unknown"
+            try:
+                return "seldon", self.repository.default.name
+            except ModelNotFound:
+                return "seldon", "unknown"
         return "other", ""
 
     @staticmethod

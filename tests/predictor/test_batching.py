@@ -104,6 +104,11 @@ async def test_a_fixed_signatures_key_is_the_batchers_own():
     await batcher.stop()
 
 
+# CPU seconds a cliff model spends per row: large against what a batch costs besides its rows (~5-30 us of
+# numpy calls and Python, more on a loaded machine), so a 1-row batch still measures about one row's cost.
+ROW_S = 100e-6
+
+
 def spin(seconds: float) -> None:
     """Burn CPU time (the batcher measures CPU, not wall, time per row)."""
     end = time.thread_time() + seconds
@@ -129,7 +134,7 @@ async def test_batches_stop_growing_past_the_size_that_costs_more_per_row():
 
     def cliff(inputs):
         rows = len(inputs["x"])
-        spin(rows * 20e-6 * (1 if rows <= 16 else 3))
+        spin(rows * ROW_S * (1 if rows <= 16 else 3))
         return matmul(inputs)
 
     batcher, metrics = await started(cliff, max_batch_size=64, adaptive_max_batch=True)
@@ -148,11 +153,11 @@ async def test_a_cliff_inside_a_bucket_is_judged_by_the_sizes_the_bucket_runs_at
 
     def steep(inputs):
         rows = len(inputs["x"])
-        spin(rows * 20e-6 * (1 if rows <= 18 else 1 + (rows - 18) / 6.5))
+        spin(rows * ROW_S * (1 if rows <= 18 else 1 + (rows - 18) / 6.5))
         return matmul(inputs)
 
     batcher, metrics = await started(steep, max_batch_size=64, adaptive_max_batch=True)
-    batcher.cost.observe(17, 17 * 20e-6)  # a cheap batch at the bottom of the bucket, as arrivals may form
+    batcher.cost.observe(17, 17 * ROW_S)  # a cheap batch at the bottom of the bucket, as arrivals may form
     await run_load(batcher, callers=1, rounds=5)
     await run_load(batcher, callers=64, rounds=40)
     late = [rows for rows, _ in metrics.batches[-100:]]

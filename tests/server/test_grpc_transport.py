@@ -224,6 +224,23 @@ def test_idle_connection_gets_goaway_then_closes(big):
     assert client.read_frame() is None
 
 
+def test_a_call_sent_as_the_goaway_goes_out_meets_no_reset(big):
+    """A client may open a stream before it reads the server's GOAWAY (idle timeout, shutdown). The server
+    half-closes and reads on until the client closes, so the client's writes succeed and it reads GOAWAY (the
+    stream is above the last one processed: a gRPC client retries it elsewhere), then a clean end of stream.
+    A server that closed its socket at once would answer those bytes with a reset, which fails the call
+    ("Stream removed (sendmsg: Broken pipe)") before the client can tell it was never processed."""
+    client = RawH2(big)
+    client.call(1, message(infer_request(np.ones((1, 4)))))
+    assert client.answer(1)[0]["grpc-status"] == "0"
+    client.until(GOAWAY)
+    client.call(3, message(infer_request(np.ones((1, 4)))))
+    time.sleep(0.2)  # past the round trip in which the kernel would answer those bytes with a reset
+    client.call(5, message(infer_request(np.ones((1, 4)))))  # raises BrokenPipe/ConnectionReset after a reset
+    client.sock.settimeout(5)
+    assert client.read_frame() is None  # the server's end of stream, not ConnectionResetError
+
+
 def test_a_call_whose_request_stops_arriving_is_closed(big):
     client = RawH2(big)
     body = message(infer_request(np.ones((1, 4))))

@@ -11,7 +11,8 @@ streams open is slowed, not buffered), PING, RST_STREAM (cancels the stream's ta
 CONTINUATION, padding, per-stream and per-connection limits, a deadline for each request to arrive, an idle
 timeout, a connection cap, and a graceful shutdown: GOAWAY with the highest stream id and a PING, then (once the
 PING returns, so no stream in flight is lost) GOAWAY with the last stream id; streams already open are answered,
-then the connection closes. Not implemented: server push, priorities (ignored, as the RFC allows), TLS
+then the connection closes (half-closed first, reading on, where the client may still be opening a stream).
+Not implemented: server push, priorities (ignored, as the RFC allows), TLS
 (terminated by the mesh or ingress in a cluster)."""
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ from ferry.server.h2.frames import (
     unpad,
     window_update,
 )
+from ferry.server.listener import REFUSAL_LINGER_S
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +152,9 @@ class H2Connection(asyncio.Protocol):
         # the stream while the client could still send) rather than a STREAM_CLOSED error (RFC 9113 section 5.1).
         self.closed_streams: dict[int, bool] = {}
         self.going_away = False  # GOAWAY sent or received: no new streams; close once the last one ends
+        # The client can open no more streams: it acknowledged the drain PING sent after GOAWAY, or sent its own
+        # GOAWAY. Until then a stream may be on its way, and closing the socket under it resets the connection.
+        self.client_stopped_opening = False
         self.headers = HeaderDecoder(HEADER_LIST_LIMIT)
         self.continuation: tuple[int, int, bytearray] | None = None  # (stream id, flags, block so far)
         self.peer_window = DEFAULT_WINDOW  # what the peer lets us send on the connection
@@ -285,6 +290,7 @@ class H2Connection(asyncio.Protocol):
                 elif (
                     payload == DRAIN_PING
                 ):  # the client has seen the first GOAWAY: no stream is in flight now
+                    self.client_stopped_opening = True
                     self.go_away(NO_ERROR, close_now=False)
             elif kind == WINDOW_UPDATE:
                 self._on_window_update(stream_id, payload)
@@ -307,6 +313,7 @@ class H2Connection(asyncio.Protocol):
                 if stream_id:
                     raise ProtocolViolation(PROTOCOL_ERROR, "GOAWAY on a stream")
                 self.going_away = True
+                self.client_stopped_opening = True
                 self._maybe_idle()
             elif kind == PUSH_PROMISE:
                 raise ProtocolViolation(PROTOCOL_ERROR, "clients cannot push")
@@ -680,7 +687,7 @@ class H2Connection(asyncio.Protocol):
         self.transport.write(goaway + frame(PING, 0, 0, DRAIN_PING))
 
     def go_away(self, code: int, *, close_now: bool = True, debug: bytes = b"") -> None:
-        if self.transport is None or self.transport.is_closing():
+        if self.transport is None or self.transport.is_closing() or self.discarding:
             return
         self.going_away = True
         payload = self.last_stream_id.to_bytes(4, "big") + code.to_bytes(4, "big") + debug
@@ -694,12 +701,25 @@ class H2Connection(asyncio.Protocol):
             self._maybe_idle()
 
     def _maybe_idle(self) -> None:
-        if self.transport is None or self.transport.is_closing():
+        if self.transport is None or self.transport.is_closing() or self.discarding:
             return
         if self.idle_since is None:
             self.idle_since = self.loop.time()  # the sweep checks again that no call is running
         if self.going_away and not self.streams:
+            self._close_after_goaway()
+
+    def _close_after_goaway(self) -> None:
+        """Close a connection that has said GOAWAY and has no stream left: at once if the client can open no more
+        streams; otherwise half-close and drop what it sends until it closes too (at most ``REFUSAL_LINGER_S``).
+        A stream it opened before reading the GOAWAY would meet a closed socket, and the reset that answers it
+        can fail the call (grpc-core: "Stream removed (sendmsg: Broken pipe)") before the client reads that the
+        stream was never processed, which it would retry elsewhere."""
+        if self.client_stopped_opening or not self.transport.can_write_eof():
             self.transport.close()
+            return
+        self.discarding = True
+        self.transport.write_eof()
+        self.loop.call_later(REFUSAL_LINGER_S, self.transport.close)
 
     def tick(self, now: float) -> None:
         """The listener's sweep: each request's read deadline, a header block's, then the idle timeout."""
@@ -716,4 +736,6 @@ class H2Connection(asyncio.Protocol):
         if idle_timeout and self.idle_since is not None and now - self.idle_since >= idle_timeout:
             self.idle_since = None
             if not any(stream.task is not None for stream in self.streams.values()):
-                self.go_away(NO_ERROR)  # idle, or only requests that stopped arriving
+                # Idle: a request the client sends meanwhile is not lost (see _close_after_goaway). Requests
+                # that stopped arriving are cancelled with the connection.
+                self.go_away(NO_ERROR, close_now=bool(self.streams))

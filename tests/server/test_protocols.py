@@ -219,6 +219,33 @@ def test_kserve_model_server_path(kserve_server, reference):
     assert bad.status_code == 400 and "expected shape [-1, 4], got [1, 3]" in bad.text
 
 
+def test_kserve_model_server_grpc_infer_answers_as_the_lean_server_does(server, kserve_server, reference):
+    """Inside kserve.ModelServer, gRPC ModelInfer reads the raw tensor with Ferry's decoder: the same answer as the
+    lean server's for a good request; a bad one is INVALID_ARGUMENT naming the problem; a model the server does
+    not hold is KServe's own NOT_FOUND."""
+    answers = {}
+    for name, address in (("lean", server.grpc_address), ("inside", kserve_server.grpc_address)):
+        with grpc.insecure_channel(address) as channel:
+            stub = Stub(channel)
+            response = stub.ModelInfer(infer_request(GOLDEN, model="churn"), timeout=10)
+            answers[name] = response
+            with pytest.raises(grpc.RpcError) as bad:
+                stub.ModelInfer(infer_request(GOLDEN[:, :3], model="churn"), timeout=10)
+            assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (name, bad.value)
+            assert "expected shape [-1, 4], got [4, 3]" in bad.value.details(), (name, bad.value.details())
+    inside = answers["inside"]
+    assert (inside.model_name, inside.id) == ("churn", "t")
+    assert inside.SerializeToString() == answers["lean"].SerializeToString()
+    rows = np.frombuffer(inside.raw_output_contents[0], np.float32).reshape(list(inside.outputs[0].shape))
+    np.testing.assert_allclose(rows, reference(GOLDEN), atol=1e-5)
+    with (
+        grpc.insecure_channel(kserve_server.grpc_address) as channel,
+        pytest.raises(grpc.RpcError) as missing,
+    ):
+        Stub(channel).ModelInfer(infer_request(GOLDEN, model="nope"), timeout=10)
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND, missing.value
+
+
 def _binary_v2(rows: np.ndarray, declared_rows: int) -> tuple[bytes, dict]:
     """A V2 request with its tensor in the binary extension; ``declared_rows`` is the shape it claims."""
     raw = np.ascontiguousarray(rows, dtype=np.float32).tobytes()
@@ -305,6 +332,16 @@ def test_start_up_objects_are_left_out_of_garbage_collection(server):
     found = re.search(r"ready: .*\((\d+) start-up objects left out of garbage collection\)", server.log())
     assert found, server.log()[-2000:]
     assert int(found.group(1)) > 10_000  # modules, onnxruntime and torch bindings, the models
+
+
+def test_inside_kserve_model_server_start_up_objects_are_left_out_of_garbage_collection(kserve_server):
+    # ModelServer's heap (fastapi, pydantic, grpc, and Feast's for the transformer) is larger than the lean
+    # server's, so a full collection would pause it longer: Ferry's model freezes it once loaded.
+    found = re.search(
+        r"model churn loaded \((\d+) start-up objects left out of garbage collection\)", kserve_server.log()
+    )
+    assert found, kserve_server.log()[-2000:]
+    assert int(found.group(1)) > 50_000
 
 
 def _samples(text: str, name: str) -> dict[str, float]:

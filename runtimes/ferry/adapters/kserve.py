@@ -6,12 +6,13 @@ declares what each can do); the batching, backends and validation are the same o
 Inside ModelServer, the inference routes (V2 ``infer``, V1 ``:predict``) decode with Ferry's codec
 (``ferry_inference_routes``): KServe 0.21 turns every binary V2 tensor into a Python list of its values before
 the model sees it (``InferRequest.from_bytes``: most of a 224x224 image request's time, the py-spy budgets in
-benchmarks/RESULTS.md) and parses JSON tensors the same way; Ferry's codec reads both straight into numpy. The
-rest (gRPC, health, metadata, ``:explain``, the model repository, KServe's middlewares and metrics) stays
-KServe's."""
+benchmarks/RESULTS.md) and parses JSON tensors the same way; Ferry's codec reads both straight into numpy. gRPC's
+``ModelInfer`` does the same (``ferry_inference_servicer``). The rest (health, metadata, ``:explain``, the model
+repository, KServe's middlewares, interceptors and metrics) stays KServe's."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 import grpc
@@ -30,8 +31,11 @@ from ferry import metrics
 from ferry.codec import datatype_of, dumps
 from ferry.context import request_headers
 from ferry.errors import STATUS, ErrorCode, ServingError
+from ferry.heap import freeze_startup_objects
 from ferry.repository import Repository
 from ferry.server.rest import RestApp
+
+log = logging.getLogger(__name__)
 
 
 def kserve_error(exc: ServingError, model_name: str, *, grpc_call: bool = False) -> Exception:
@@ -63,6 +67,8 @@ class FerryKServeModel(kserve.Model):
 
     async def start_engine(self):
         await self.handler.load()
+        frozen = freeze_startup_objects()  # ModelServer's, Feast's and the model's objects: see ferry.heap
+        log.info("model %s loaded (%d start-up objects left out of garbage collection)", self.name, frozen)
 
     async def healthy(self) -> bool:
         return self.handler.ready
@@ -139,6 +145,33 @@ def ferry_inference_routes(repository: Repository) -> list[Route]:
     return [Route(path, answer, methods=["POST"]) for path in INFERENCE_PATHS]
 
 
+def ferry_inference_servicer(repository: Repository):
+    """KServe's gRPC servicer with ``ModelInfer`` answered by ``ferry.server.grpc.InferenceService`` for Ferry's
+    models: tensors read from the request's raw contents straight into numpy and the response encoded by hand,
+    where KServe would first build its own ``InferRequest`` and ``InferResponse`` around them. The other methods,
+    and KServe's interceptors (logging, errors to statuses), stay KServe's."""
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as kserve_pb
+    from kserve.protocol.grpc.servicer import InferenceServicer
+
+    from ferry.server.grpc import InferenceService
+
+    service = InferenceService(repository, server_name="ferry-kserve")
+
+    class FerryInferenceServicer(InferenceServicer):
+        async def ModelInfer(self, request, context):
+            if request.model_name not in repository:
+                return await super().ModelInfer(request, context)
+            metadata = {key: value for key, value in context.invocation_metadata() if isinstance(value, str)}
+            try:
+                encoded = await service.ModelInfer(request, metadata)
+            except ServingError as exc:
+                raise kserve_error(exc, request.model_name, grpc_call=True) from None
+            # KServe's method handler serializes a message: parsing Ferry's bytes back costs a few microseconds.
+            return kserve_pb.ModelInferResponse.FromString(encoded)
+
+    return FerryInferenceServicer
+
+
 def serve_with_kserve(handlers, http_port: int, grpc_port: int = 0) -> int:
     """Run ``handlers`` (a Repository, or any iterable of handlers) inside kserve.ModelServer; gRPC only when a
     port is given."""
@@ -147,7 +180,11 @@ def serve_with_kserve(handlers, http_port: int, grpc_port: int = 0) -> int:
     from kserve.model_server import app
 
     repository = handlers if isinstance(handlers, Repository) else Repository(list(handlers))
+    from kserve.protocol.grpc import server as kserve_grpc_server
+
     app.router.routes[:0] = ferry_inference_routes(repository)  # matched before the routes ModelServer adds
+    # ModelServer builds its gRPC server's servicer from this name when it starts.
+    kserve_grpc_server.InferenceServicer = ferry_inference_servicer(repository)
     metrics.export_to_host()  # ModelServer's /metrics serves the default registry
     ModelServer(
         http_port=http_port, grpc_port=grpc_port or 8081, workers=1, enable_grpc=bool(grpc_port)

@@ -17,6 +17,7 @@ import os
 from mlserver import MLModel
 from mlserver.codecs import NumpyCodec
 from mlserver.errors import MLServerError
+from mlserver.logging import logger
 from mlserver.settings import ModelSettings as MLServerModelSettings
 from mlserver.types import InferenceRequest, InferenceResponse, MetadataTensor
 from mlserver.utils import get_model_uri
@@ -24,6 +25,7 @@ from pydantic import ValidationError
 
 from ferry import metrics
 from ferry.errors import STATUS, ServingError
+from ferry.heap import freeze_startup_objects
 from ferry.model import Predictor
 from ferry.settings import ModelSettings
 
@@ -72,6 +74,8 @@ class FerryRuntime(MLModel):
         except ServingError as exc:
             raise _mlserver_error(exc, f"model {self.name!r}: ") from None
         metrics.export_to_host()  # MLServer's metrics port serves the default registry
+        frozen = freeze_startup_objects()  # MLServer's and the model's objects: see ferry.heap
+        logger.info("model %s loaded (%d start-up objects left out of garbage collection)", self.name, frozen)
         if not self.inputs and self.predictor.signature:
             # So /v2/models/<name> describes the model without declaring it twice in model-settings.json.
             self.inputs = [MetadataTensor(**spec.as_dict()) for spec in self.predictor.signature.inputs]

@@ -221,8 +221,13 @@ def test_kserve_model_server_path(kserve_server, reference):
 
 def test_kserve_model_server_grpc_infer_answers_as_the_lean_server_does(server, kserve_server, reference):
     """Inside kserve.ModelServer, gRPC ModelInfer reads the raw tensor with Ferry's decoder: the same answer as the
-    lean server's for a good request; a bad one is INVALID_ARGUMENT naming the problem; a model the server does
-    not hold is KServe's own NOT_FOUND."""
+    lean server's for a good request; a bad one is INVALID_ARGUMENT naming the problem; both are counted per model
+    on ModelServer's /metrics; a model the server does not hold is KServe's own NOT_FOUND."""
+
+    def counts() -> dict[str, float]:
+        return _samples(httpx.get(f"{kserve_server.url}/metrics").text, "ferry_grpc_requests_total")
+
+    before = counts()
     answers = {}
     for name, address in (("lean", server.grpc_address), ("inside", kserve_server.grpc_address)):
         with grpc.insecure_channel(address) as channel:
@@ -244,6 +249,14 @@ def test_kserve_model_server_grpc_infer_answers_as_the_lean_server_does(server, 
     ):
         Stub(channel).ModelInfer(infer_request(GOLDEN, model="nope"), timeout=10)
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND, missing.value
+    after = counts()  # Ferry's service counts the calls it answers, on ModelServer's /metrics
+
+    def grew(**labels):
+        key = _series("ferry_grpc_requests_total", **labels)
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert grew(method="ModelInfer", model="churn", code="OK") == 1
+    assert grew(method="ModelInfer", model="churn", code="INVALID_ARGUMENT") == 1
 
 
 def _binary_v2(rows: np.ndarray, declared_rows: int) -> tuple[bytes, dict]:

@@ -189,13 +189,20 @@ def assert_rolling_restart_lost_nothing(
     timeline: Timeline, summary: dict, drained_within_s: float
 ) -> list[Outcome]:
     """All 200 before the SIGTERM and in the ``drained_within_s`` after it (the calls of that window are returned);
-    every call at all 200, 502 or 503 (once the dependency was gone); 200 again within 2 s of its return."""
+    every call at all 200, or (once the dependency was gone) a failure in words: 502 or 503, or 504 naming the
+    dependency (a call a gRPC channel held while it reconnected, past the front's timeout); 200 again within 2 s
+    of its return."""
     draining = timeline.phase(timeline.killed_at, timeline.killed_at + drained_within_s)
     assert set(summary["before"]["statuses"]) == {200}, summary
     assert draining and all(o.status == 200 for o in draining), [
         (o.status, o.body) for o in draining if o.status != 200
     ][:5]
-    assert all(o.status in (200, 502, 503) for o in timeline.outcomes), summary
+    unexpected = [
+        o
+        for o in timeline.outcomes
+        if o.status not in (200, 502, 503) and not (o.status == 504 and "predictor" in o.body)
+    ]
+    assert not unexpected, (summary, timeline.killed_at, timeline.exited_at, unexpected[:5])
     assert timeline.recovered_within() <= 2.0, summary
     return draining
 

@@ -153,7 +153,7 @@ def ferry_inference_servicer(repository: Repository):
     from kserve.protocol.grpc import grpc_predict_v2_pb2 as kserve_pb
     from kserve.protocol.grpc.servicer import InferenceServicer
 
-    from ferry.server.grpc import InferenceService
+    from ferry.server.grpc import GrpcFailure, InferenceService
 
     service = InferenceService(repository, server_name="ferry-kserve")
 
@@ -163,9 +163,11 @@ def ferry_inference_servicer(repository: Repository):
                 return await super().ModelInfer(request, context)
             metadata = {key: value for key, value in context.invocation_metadata() if isinstance(value, str)}
             try:
-                encoded = await service.ModelInfer(request, metadata)
-            except ServingError as exc:
-                raise kserve_error(exc, request.model_name, grpc_call=True) from None
+                encoded = await service.run("ModelInfer", request, metadata)
+            except GrpcFailure as failure:
+                raise GrpcException(
+                    details=failure.message, status_code=grpc.StatusCode[failure.status.name]
+                ) from None
             # KServe's method handler serializes a message: parsing Ferry's bytes back costs a few microseconds.
             return kserve_pb.ModelInferResponse.FromString(encoded)
 

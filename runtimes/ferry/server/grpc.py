@@ -172,7 +172,7 @@ class InferenceService:
         method = self.methods.get(path)
         if method is None:
             raise GrpcFailure(Status.UNIMPLEMENTED, f"unknown method {path}")
-        name, request_class, run = method
+        name, request_class, _ = method
         try:
             request = request_class.FromString(message)
         except DecodeError as exc:
@@ -180,6 +180,12 @@ class InferenceService:
             raise GrpcFailure(
                 Status.INVALID_ARGUMENT, f"{request_class.__name__} message does not parse: {exc}"
             ) from None
+        return await self.run(name, request, metadata)
+
+    async def run(self, name: str, request, metadata: dict[str, str]) -> bytes:
+        """Method ``name`` on a parsed request (another server's, such as kserve.ModelServer's, may have parsed
+        it), counted in ``ferry_grpc_requests_total``; returns the serialized response."""
+        run = self.methods[f"/{SERVICE}/{name}"][2]
         # The model the request addressed, for the metrics: "" for the server's methods, as HTTP's paths; bounded
         # here, before it keys the counter cache, so invented names cannot grow it.
         model = getattr(request, "model_name", "") or getattr(request, "name", "")

@@ -25,8 +25,9 @@ die() { echo "images.sh: $*" >&2; exit 1; }
 [[ -n $VERSION ]] || die "no version = \"...\" in pyproject.toml"
 
 # --- 1. programs ---------------------------------------------------------------------------------------------------
-# buildah and podman are mapped in system-deps.sh; runc and mmdebstrap are not (and that script is shared with the
-# tests), so those two are installed here directly, under the same rule: as root with apt-get, else say how.
+# buildah and podman are mapped in system-deps.sh; runc, mmdebstrap and catatonit (the pause process of every
+# `podman pod`, which Debian's podman only recommends) are not (and that script is shared with the tests), so those
+# are installed here directly, under the same rule: as root with apt-get, else say how.
 ensure_programs() {
   local want=("$@") mapped=() unmapped=() p
   for p in "${want[@]}"; do
@@ -209,7 +210,7 @@ build() {
     [[ $n != *-gpu ]] || die "$n needs CUDA bases and wheels this machine cannot reach; build it with docker elsewhere"
   done
   DOCKERFILES=("${names[@]/#/docker/}"); DOCKERFILES=("${DOCKERFILES[@]/%/.Dockerfile}")
-  ensure_programs buildah podman runc mmdebstrap
+  ensure_programs buildah podman runc mmdebstrap catatonit
   write_containers_conf
   ensure_base
   TMPDIR_BUILD=$(mktemp -d /tmp/ferry-build.XXXXXX)
@@ -323,7 +324,7 @@ ensure_demo() {
 declare -A COLDS=() RESULTS=() STOPS=()
 smoke() {
   local want=("$@") order=() n p
-  ensure_programs podman runc
+  ensure_programs podman runc catatonit
   write_containers_conf
   if [[ ${#want[@]} -eq 0 ]]; then
     # Every discovered image that has been built.

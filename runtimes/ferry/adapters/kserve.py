@@ -180,10 +180,9 @@ def serve_with_kserve(handlers, http_port: int, grpc_port: int = 0) -> int:
     # Imported here: kserve.model_server parses sys.argv when imported.
     from kserve import ModelServer
     from kserve.model_server import app
-
-    repository = handlers if isinstance(handlers, Repository) else Repository(list(handlers))
     from kserve.protocol.grpc import server as kserve_grpc_server
 
+    repository = handlers if isinstance(handlers, Repository) else Repository(list(handlers))
     app.router.routes[:0] = ferry_inference_routes(repository)  # matched before the routes ModelServer adds
     # ModelServer builds its gRPC server's servicer from this name when it starts.
     kserve_grpc_server.InferenceServicer = ferry_inference_servicer(repository)

@@ -163,16 +163,16 @@ class InferenceService:
         self.repository = repository
         self.server_name = server_name
         self.methods = {
-            f"/{SERVICE}/{name}": (name, request_class, getattr(self, name))
-            for name, (request_class, _) in METHODS.items()
+            f"/{SERVICE}/{name}": (name, request_class) for name, (request_class, _) in METHODS.items()
         }
+        self._runs = {name: getattr(self, name) for name in METHODS}
         self._counts: dict = {}
 
     async def call(self, path: str, message: bytes, metadata: dict[str, str]) -> bytes:
         method = self.methods.get(path)
         if method is None:
             raise GrpcFailure(Status.UNIMPLEMENTED, f"unknown method {path}")
-        name, request_class, _ = method
+        name, request_class = method
         try:
             request = request_class.FromString(message)
         except DecodeError as exc:
@@ -185,7 +185,7 @@ class InferenceService:
     async def run(self, name: str, request, metadata: dict[str, str]) -> bytes:
         """Method ``name`` on a parsed request (another server's, such as kserve.ModelServer's, may have parsed
         it), counted in ``ferry_grpc_requests_total``; returns the serialized response."""
-        run = self.methods[f"/{SERVICE}/{name}"][2]
+        run = self._runs[name]
         # The model the request addressed, for the metrics: "" for the server's methods, as HTTP's paths; bounded
         # here, before it keys the counter cache, so invented names cannot grow it.
         model = getattr(request, "model_name", "") or getattr(request, "name", "")

@@ -29,6 +29,15 @@ REFUSAL_LINGER_S = 2.0
 LATE_REQUEST_GRACE_S = 0.5  # at shutdown: how long an idle connection may still bring a request (answered)
 
 
+def close_after_linger(transport) -> None:
+    """Half-close, and close ``REFUSAL_LINGER_S`` later (or when the client closes first): what the server wrote
+    last reaches the client, and what the client still sends meanwhile is read (the connection drops it), not
+    answered with a reset."""
+    if transport.can_write_eof():
+        transport.write_eof()
+    asyncio.get_running_loop().call_later(REFUSAL_LINGER_S, transport.close)
+
+
 @dataclass(frozen=True)
 class Limits:
     """What a listener allows a client (see ``ServerSettings`` for each flag)."""
@@ -96,10 +105,7 @@ class Listener:
         self.refused_connections += 1
         self.refusing.add(connection)
         connection.refuse_connection(reason)
-        transport = connection.transport
-        if transport.can_write_eof():
-            transport.write_eof()
-        asyncio.get_running_loop().call_later(REFUSAL_LINGER_S, transport.close)
+        close_after_linger(connection.transport)
         return False
 
     def forget(self, connection) -> None:

@@ -63,7 +63,7 @@ from ferry.server.h2.frames import (
     unpad,
     window_update,
 )
-from ferry.server.listener import REFUSAL_LINGER_S
+from ferry.server.listener import close_after_linger
 
 log = logging.getLogger(__name__)
 
@@ -714,12 +714,11 @@ class H2Connection(asyncio.Protocol):
         A stream it opened before reading the GOAWAY would meet a closed socket, and the reset that answers it
         can fail the call (grpc-core: "Stream removed (sendmsg: Broken pipe)") before the client reads that the
         stream was never processed, which it would retry elsewhere."""
-        if self.client_stopped_opening or not self.transport.can_write_eof():
+        if self.client_stopped_opening:
             self.transport.close()
             return
         self.discarding = True
-        self.transport.write_eof()
-        self.loop.call_later(REFUSAL_LINGER_S, self.transport.close)
+        close_after_linger(self.transport)
 
     def tick(self, now: float) -> None:
         """The listener's sweep: each request's read deadline, a header block's, then the idle timeout."""

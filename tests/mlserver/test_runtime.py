@@ -101,8 +101,11 @@ def test_unknown_requested_output_is_400(mlserver):
             {"name": "input-0", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]},
             "expected shape [-1, 4]",
         ),
-        # MLServer's codec: the data does not fill the shape.
-        ({"name": "input-0", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3]}, "cannot reshape"),
+        # The data does not fill the shape (Ferry's codec answers MLServer's REST infer route for its models).
+        (
+            {"name": "input-0", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3]},
+            "needs 4 values, got 3",
+        ),
         # Wrong datatype for the model.
         (
             {"name": "input-0", "datatype": "INT64", "shape": [1, 4], "data": [1, 2, 3, 4]},
@@ -215,3 +218,70 @@ def test_concurrent_requests_are_batched(mlserver, reference, churn_rows, model)
     assert delta("ferry_batch_rows_count") <= 4
     # And MLServer's own metrics count the requests.
     assert delta("model_infer_request_success_total") == 16
+
+
+def test_rest_binary_tensor_extension_equals_json(mlserver, reference, churn_rows):
+    # Ferry's codec answers MLServer's REST infer route for Ferry's models, so MLServer gains the binary tensor
+    # extension: raw FP32 in, raw FP32 out, the same numbers as JSON. First a model is (re)loaded: MLServer then
+    # reloads the runtime's module, and the models loaded before must keep Ferry's codec.
+    assert httpx.post(f"{mlserver.url}/v2/repository/models/typed/load", timeout=60).status_code == 200
+    client = httpclient.InferenceServerClient(mlserver.url.removeprefix("http://"))
+    tensor = httpclient.InferInput("input-0", list(churn_rows.shape), "FP32")
+    tensor.set_data_from_numpy(churn_rows, binary_data=True)
+    result = client.infer(
+        "churn-onnx", [tensor], outputs=[httpclient.InferRequestedOutput("probabilities", binary_data=True)]
+    )
+    assert result.get_output("probabilities")["parameters"]["binary_data_size"] == churn_rows.shape[0] * 2 * 4
+    binary = result.as_numpy("probabilities")
+    np.testing.assert_allclose(binary, reference(churn_rows), rtol=1e-5, atol=1e-6)
+    json_answer = infer(mlserver, "rest", "churn-onnx", {"input-0": churn_rows})["probabilities"]
+    np.testing.assert_array_equal(binary, json_answer)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "churn-onnx",  # answered by Ferry's codec
+        "churn-adaptive",  # MLServer's adaptive batching wraps predict: answered by MLServer's own handler
+    ],
+)
+def test_rest_answer_keeps_mlserver_ids_headers_and_metrics(mlserver, churn_rows, model):
+    before = _samples(mlserver.metrics_url)
+    row = churn_rows[:1]
+    body = {
+        "inputs": [{"name": "input-0", "datatype": "FP32", "shape": [1, 4], "data": row.ravel().tolist()}]
+    }
+    response = httpx.post(f"{mlserver.url}/v2/models/{model}/infer", json=body, timeout=30)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    # As MLServer's DataPlane: a request without an id gets a generated one, and no model_version where the
+    # model has none.
+    assert re.fullmatch(r"[0-9a-f-]{36}", answer["id"]), answer
+    assert answer["model_name"] == model and "model_version" not in answer
+    # MLServer's CloudEvents headers name the same response.
+    assert response.headers["ce-id"] == answer["id"]
+    assert response.headers["ce-type"] == "io.seldon.serving.inference.response"
+    assert response.headers["ce-modelid"] == model
+    # An id the client sends comes back.
+    again = httpx.post(f"{mlserver.url}/v2/models/{model}/infer", json={**body, "id": "req-7"}, timeout=30)
+    assert again.json()["id"] == "req-7" and again.headers["ce-id"] == "req-7"
+    after = _samples(mlserver.metrics_url)
+    assert (
+        after[("model_infer_request_success_total", model)]
+        - before.get(("model_infer_request_success_total", model), 0)
+        == 2
+    )
+
+
+def test_rest_errors_are_counted_by_mlserver(mlserver):
+    before = _samples(mlserver.metrics_url)
+    bad = {"inputs": [{"name": "input-0", "datatype": "FP32", "shape": [1, 4], "data": "four"}]}
+    response = httpx.post(f"{mlserver.url}/v2/models/churn-onnx/infer", json=bad, timeout=30)
+    assert response.status_code == 400
+    assert "input-0" in response.json()["error"]
+    after = _samples(mlserver.metrics_url)
+    name = "model_infer_request_failure_total"
+    assert after[(name, "churn-onnx")] - before.get((name, "churn-onnx"), 0) == 1
+    # And an unknown model is MLServer's own 404.
+    missing = httpx.post(f"{mlserver.url}/v2/models/nope/infer", json=bad, timeout=30)
+    assert missing.status_code == 404 and "nope" in missing.json()["error"]

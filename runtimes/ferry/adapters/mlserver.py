@@ -8,6 +8,14 @@
 Logic-free: MLServer's codecs turn its request into numpy and back; batching, backends and validation are
 the same ``Predictor`` the lean server uses. Keep MLServer's adaptive batching off (Ferry batches rows, not
 requests) and, for GPU models, ``parallel_workers: 0`` so that one process owns the device.
+
+Where the model runs in MLServer's own process (``parallel_workers: 0``), MLServer's REST infer routes answer
+Ferry's models with Ferry's codec (``FerryInferRoute``): MLServer validates every JSON value of a tensor into a
+pydantic model and then copies the list into numpy (most of a large request's time: the py-spy budgets in
+benchmarks/RESULTS.md); Ferry's codec reads the body straight into numpy, and takes the binary tensor extension
+too. MLServer's middlewares, metrics, CloudEvents headers and errors stay MLServer's; any other model, a model in a
+worker process, a model under MLServer's adaptive batching and a server with MLServer's response cache go through
+MLServer's own handler.
 """
 
 from __future__ import annotations
@@ -16,18 +24,25 @@ import os
 
 from mlserver import MLModel
 from mlserver.codecs import NumpyCodec
-from mlserver.errors import MLServerError
+from mlserver.errors import MLServerError, ModelNotFound
 from mlserver.logging import logger
+from mlserver.rest.requests import Request as MLServerRequest
+from mlserver.rest.server import RESTServer
 from mlserver.settings import ModelSettings as MLServerModelSettings
 from mlserver.types import InferenceRequest, InferenceResponse, MetadataTensor
-from mlserver.utils import get_model_uri
+from mlserver.utils import extract_headers, generate_uuid, get_model_uri
 from pydantic import ValidationError
 
 from ferry import metrics
-from ferry.errors import STATUS, ServingError
+from ferry.context import request_headers
+from ferry.errors import STATUS, InvalidInput, ServingError
 from ferry.heap import freeze_startup_objects
 from ferry.model import Predictor
+from ferry.protocol import v2
 from ferry.settings import ModelSettings
+
+#: MLServer's V2 REST infer routes (mlserver.rest.app), the ones ``FerryInferRoute`` answers for Ferry's models.
+INFER_PATHS = ("/v2/models/{model_name}/infer", "/v2/models/{model_name}/versions/{model_version}/infer")
 
 
 def _mlserver_error(exc: ServingError, context: str = "") -> MLServerError:
@@ -105,7 +120,97 @@ class FerryRuntime(MLModel):
             outputs=[NumpyCodec.encode_output(name, array) for name, array in outputs.items()],
         )
 
+    async def infer_v2(self, body: bytes, headers: dict[str, str]) -> tuple[bytes, bytes, int | None, str]:
+        """A V2 REST request's body (JSON, or the binary tensor extension) answered by Ferry's codec:
+        (the response body, its content type, its Inference-Header-Content-Length, the response's id)."""
+        json_length = headers.get(v2.BINARY_HEADER)
+        try:
+            if json_length is not None and not json_length.isdigit():
+                raise InvalidInput(f"Inference-Header-Content-Length must be an integer, got {json_length!r}")
+            request = v2.parse_request(body, int(json_length) if json_length is not None else None)
+            if request.id is None:
+                request.id = generate_uuid()  # as MLServer's DataPlane does
+            outputs = await self.predictor.infer(request.inputs, request.outputs)
+        except ServingError as exc:
+            raise _mlserver_error(exc) from None
+        payload, binary_length = v2.build_response(self.name, self.version, request, outputs)
+        content_type = b"application/json" if binary_length is None else b"application/octet-stream"
+        return payload, content_type, binary_length, request.id
+
     async def unload(self) -> bool:
         if self.predictor is not None:
             await self.predictor.close()
         return True
+
+
+class FerryInferRoute:
+    """The ASGI app behind one of MLServer's V2 infer routes: Ferry's models answered with Ferry's codec inside
+    MLServer's ``DataPlane`` bookkeeping (its model lookup, readiness check, metrics and model context), anything
+    else handed to MLServer's own handler, ``mlserver_app``, untouched (its body not yet read)."""
+
+    def __init__(self, mlserver_app, data_plane):
+        self.mlserver_app = mlserver_app
+        self.data_plane = data_plane
+
+    async def __call__(self, scope, receive, send) -> None:
+        params = scope["path_params"]
+        name, version = params["model_name"], params.get("model_version")
+        try:
+            model = await self.data_plane._model_registry.get_model(name, version)
+        except ModelNotFound:
+            model = None
+        # Not isinstance: MLServer reloads a runtime's module whenever it reads a model-settings.json naming it,
+        # so the models loaded before are instances of an earlier FerryRuntime class. A predict that MLServer has
+        # wrapped (its adaptive batching) is the user's choice: its handler keeps it.
+        runs_here = (
+            getattr(model, "predictor", None) is not None
+            and hasattr(model, "infer_v2")
+            and "predict" not in vars(model)
+        )
+        if not runs_here or (
+            self.data_plane._response_cache is not None and model.settings.cache_enabled is not False
+        ):
+            await self.mlserver_app(scope, receive, send)
+            return
+        request = MLServerRequest(scope, receive)  # MLServer's: a gzip body is inflated as its handler would
+        body = await request.body()
+        headers = {key.lower(): value for key, value in request.headers.items()}
+        token = request_headers.set(headers)
+        try:
+            # MLServer's errors (raised here, before any byte is sent) go to its exception handler: {"error": ...}
+            async with self.data_plane._infer_contextmanager(name, version) as model:
+                payload, content_type, binary_length, response_id = await model.infer_v2(body, headers)
+        finally:
+            request_headers.reset(token)
+        response_headers = [(b"content-type", content_type), (b"content-length", str(len(payload)).encode())]
+        if binary_length is not None:
+            response_headers.append((b"inference-header-content-length", str(binary_length).encode()))
+        # MLServer's response middlewares (its CloudEvents headers) on a response without tensors, which they
+        # do not read: the headers they set are what MLServer's own handler would send.
+        bare = InferenceResponse(id=response_id, model_name=model.name, outputs=[])
+        self.data_plane._inference_middleware.response_middleware(bare, model.settings)
+        response_headers += [
+            (key.encode("latin-1"), value.encode("latin-1"))
+            for key, value in (extract_headers(bare) or {}).items()
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": response_headers})
+        await send({"type": "http.response.body", "body": payload})
+
+
+def _answer_ferry_models_with_ferry_codec(add_custom_handlers):
+    """Wraps ``RESTServer.add_custom_handlers``, the hook MLServer calls with each model it loads into its REST
+    app: the first call puts ``FerryInferRoute`` behind the app's infer routes (once per app)."""
+
+    async def add_custom_handlers_and_ferry_routes(self: RESTServer, model: MLModel) -> MLModel:
+        for route in self._app.router.routes:
+            if getattr(route, "path", None) in INFER_PATHS and not hasattr(route.app, "mlserver_app"):
+                route.app = FerryInferRoute(route.app, self._data_plane)
+        return await add_custom_handlers(self, model)
+
+    return add_custom_handlers_and_ferry_routes
+
+
+# Installed on import: MLServer imports a model's implementation before it calls the hook for that model.
+if not getattr(RESTServer.add_custom_handlers, "ferry", False):
+    RESTServer.add_custom_handlers = _answer_ferry_models_with_ferry_codec(RESTServer.add_custom_handlers)
+    RESTServer.add_custom_handlers.ferry = True

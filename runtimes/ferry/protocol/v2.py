@@ -101,9 +101,10 @@ def parse_request(body: bytes, json_length: int | None = None) -> InferRequest:
 
 
 def build_response(
-    model_name: str, model_version: str, request: InferRequest, outputs: dict[str, np.ndarray]
+    model_name: str, model_version: str | None, request: InferRequest, outputs: dict[str, np.ndarray]
 ) -> tuple[bytes, int | None]:
-    """(body, json_length): json_length is set when binary outputs follow the JSON header."""
+    """(body, json_length): json_length is set when binary outputs follow the JSON header; no model_version
+    where the model has none (MLServer's models may not)."""
     tensors, buffers = [], []
     for name, array in outputs.items():
         tensor: dict[str, Any] = {"name": name, "datatype": datatype_of(array), "shape": list(array.shape)}
@@ -114,7 +115,10 @@ def build_response(
         else:
             tensor["data"] = json_data(array)
         tensors.append(tensor)
-    response: dict[str, Any] = {"model_name": model_name, "model_version": model_version, "outputs": tensors}
+    response: dict[str, Any] = {"model_name": model_name}
+    if model_version is not None:
+        response["model_version"] = model_version
+    response["outputs"] = tensors
     if request.id is not None:
         response["id"] = request.id
     header = orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -46,12 +46,20 @@ def test_the_report_is_one_runs_with_its_commit_and_verdicts_computed_from_its_f
     (results / "small-grpc.json").write_text(
         json.dumps(case("small-grpc", {"ferry-mlserver": 800, "mlserver": 1000}))
     )
-    (results / "engine.json").write_text(json.dumps({"overhead_64_requests_pct": 12.5}))
+    (results / "engine.json").write_text(
+        json.dumps({"overhead_64_requests_pct": 12.5, "engine_own_overhead_64_requests_pct": 8.0})
+    )
+    config = {"store": "sqlite", "mode": "remote v2", "p50": 1.0, "p99": 2.0, "rps": 8000}
+    configs = [
+        {**config, "server": "ferry", "added_p50_ms": 0.5, "added_p99_ms": 1.2},
+        {**config, "server": "ferry", "mode": "collocated", "added_p50_ms": 1.5, "added_p99_ms": 1.0},
+        {**config, "server": "kserve", "added_p50_ms": 3.0, "added_p99_ms": 9.0},
+    ]
     shape = {"p50": 1.0, "p99": 2.0, "errors": 0}
     (results / "transformer.json").write_text(  # labelled as transformer_latency.py labels its two shapes
         json.dumps(
             {
-                "connections": 16, "runs": 2, "duration": 6, "customers": 2000, "configs": [],
+                "connections": 16, "runs": 2, "duration": 6, "customers": 2000, "configs": configs,
                 "direct": {"p50": 0.5, "p99": 0.8, "rps": 30000},
                 "reference_shape": "a plain kserve.Model", "answers_checked": 40, "answers_max_abs_diff": 0,
                 "shapes": {
@@ -77,8 +85,23 @@ def test_the_report_is_one_runs_with_its_commit_and_verdicts_computed_from_its_f
     assert "| 0.90 | >= 1.0 | MISS |" in asgi
     host = rows["small-grpc c=64: Ferry's MLServer runtime / MLServer's own"]
     assert "| 0.80 | >= 1.0 | MISS |" in host
-    engine = next(line for name, line in rows.items() if name.startswith("engine in process: 64 one-row"))
-    assert "| 12.50 | <= 10 | MISS |" in engine
+    engine = [line for name, line in rows.items() if name.startswith("engine in process: 64 one-row")]
+    assert "beyond the 64 asyncio tasks" in engine[0] and "| 8.00 | <= 10 | PASS |" in engine[0]
+    assert "all in (for reference)" in engine[1] and "| 12.50 | <= 10 | MISS |" in engine[1]
+    # The transformer's latency targets, per host: each the worst of that host's configurations.
+    on_ferry = [line for name, line in rows.items() if name.startswith("transformer on Ferry's server")]
+    assert (
+        "worst of 2 configurations (sqlite, collocated)" in on_ferry[0]
+        and "| 1.50 | <= 2.0 | PASS |" in on_ferry[0]
+    )
+    assert (
+        "worst of 2 configurations (sqlite, remote v2)" in on_ferry[1]
+        and "| 1.20 | <= 10.0 | PASS |" in on_ferry[1]
+    )
+    in_kserve = [
+        line for name, line in rows.items() if name.startswith("transformer inside kserve.ModelServer")
+    ]
+    assert "| 3.00 | <= 2.0 | MISS |" in in_kserve[0] and "| 9.00 | <= 10.0 | PASS |" in in_kserve[1]
     # A miss comes with this run's own figures, never with text typed into the generator.
     assert "small-grpc: Ferry inside 1250, the host's own 1000" in text
     assert "run-to-run spread at c=64 in this run" in text

@@ -23,8 +23,6 @@ from grpc_interceptor.exceptions import GrpcException
 from kserve.errors import InvalidInput as KServeInvalidInput
 from kserve.errors import ModelNotReady
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
-from starlette.requests import Request
-from starlette.responses import Response as StarletteResponse
 from starlette.routing import Route
 
 from ferry import metrics
@@ -131,18 +129,37 @@ def ferry_inference_routes(repository: Repository) -> list[Route]:
     """Starlette routes answering ``INFERENCE_PATHS`` with ``ferry.server.rest.RestApp``: Ferry's codec (JSON and
     the binary tensor extension), its errors (``{"error": ...}``, as KServe's) and its request ids. Added ahead
     of KServe's own routes, inside KServe's middlewares."""
-    rest = RestApp(repository, server_name="ferry-kserve")
-
-    async def answer(request: Request) -> StarletteResponse:
-        reply = await rest.handle("POST", request.url.path, dict(request.headers), await request.body())
-        return StarletteResponse(
-            reply.body,
-            reply.status,
-            headers={name.decode("latin-1"): value.decode("latin-1") for name, value in reply.headers},
-            media_type=reply.content_type.decode("latin-1"),
-        )
-
+    answer = _RestAppEndpoint(RestApp(repository, server_name="ferry-kserve"))
     return [Route(path, answer, methods=["POST"]) for path in INFERENCE_PATHS]
+
+
+class _RestAppEndpoint:
+    """An ASGI app, which Starlette's ``Route`` calls as it is: the body and headers go from the ASGI messages to
+    ``RestApp.handle`` and its reply back, without a Starlette ``Request`` (its URL object alone is several
+    microseconds) or ``Response`` around them."""
+
+    def __init__(self, rest: RestApp):
+        self.rest = rest
+
+    async def __call__(self, scope, receive, send) -> None:
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client has gone: nothing to answer
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        # ASGI header names are lower-case already, as RestApp wants them.
+        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+        reply = await self.rest.handle("POST", scope["path"], headers, b"".join(chunks))
+        response_headers = [
+            (b"content-type", reply.content_type),
+            (b"content-length", str(len(reply.body)).encode()),
+            *reply.headers,
+        ]
+        await send({"type": "http.response.start", "status": reply.status, "headers": response_headers})
+        await send({"type": "http.response.body", "body": reply.body})
 
 
 def ferry_inference_servicer(repository: Repository):

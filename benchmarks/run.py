@@ -47,6 +47,7 @@ from common import (
     REPORT,
     RESULTS,
     SERVER_CPU,
+    TRITON_PY,
     mlserver_python,
 )
 from load import payloads
@@ -237,6 +238,20 @@ def run_suites(suites: list[Suite], args) -> dict:
     return done  # ------------------------------------------------------------------------------------------------------ main
 
 
+def ensure_triton_env() -> None:
+    """Triton's peer runs from its own environment (PyTriton's pins clash with Ferry's); made here on a machine
+    that lacks it, so that a full run never leaves Triton out for want of a set-up step."""
+    if TRITON_PY.exists():
+        return
+    print(f"==> creating {TRITON_PY.parents[1]} (nvidia-pytriton 0.7.0, onnxruntime 1.32.0)", file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "venv", str(TRITON_PY.parents[1])], check=True)
+    subprocess.run(
+        [str(TRITON_PY), "-m", "pip", "install", "-q", "nvidia-pytriton==0.7.0", "onnxruntime==1.32.0"],
+        check=True,
+        timeout=1800,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -272,6 +287,8 @@ def main() -> None:
             sys.exit(f"needs {tool}: apt-get install -y wrk nghttp2-client util-linux")
     if len(os.sched_getaffinity(0)) < 2:
         sys.exit("needs 2 CPUs: the server on CPU 0, the load generator on CPU 1")
+    if not args.url and (not args.peers or "triton" in args.peers):
+        ensure_triton_env()
     wanted = [c for c in args.cases.split(",") if c] or (
         list(QUICK) if args.quick else [c.name for c in CASES]
     )

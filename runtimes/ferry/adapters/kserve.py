@@ -31,7 +31,7 @@ from ferry.context import request_headers
 from ferry.errors import STATUS, ErrorCode, ServingError
 from ferry.heap import freeze_startup_objects
 from ferry.repository import Repository
-from ferry.server.rest import RestApp
+from ferry.server.rest import RestApp, send_asgi
 
 log = logging.getLogger(__name__)
 
@@ -153,13 +153,7 @@ class _RestAppEndpoint:
         # ASGI header names are lower-case already, as RestApp wants them.
         headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
         reply = await self.rest.handle("POST", scope["path"], headers, b"".join(chunks))
-        response_headers = [
-            (b"content-type", reply.content_type),
-            (b"content-length", str(len(reply.body)).encode()),
-            *reply.headers,
-        ]
-        await send({"type": "http.response.start", "status": reply.status, "headers": response_headers})
-        await send({"type": "http.response.body", "body": reply.body})
+        await send_asgi(send, reply)
 
 
 def ferry_inference_servicer(repository: Repository):

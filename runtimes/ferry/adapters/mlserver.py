@@ -35,10 +35,10 @@ from pydantic import ValidationError
 
 from ferry import metrics
 from ferry.context import request_headers
-from ferry.errors import STATUS, InvalidInput, ServingError
+from ferry.errors import STATUS, ServingError
 from ferry.heap import freeze_startup_objects
 from ferry.model import Predictor
-from ferry.protocol import v2
+from ferry.server.rest import Response, send_asgi, v2_infer
 from ferry.settings import ModelSettings
 
 #: MLServer's V2 REST infer routes (mlserver.rest.app), the ones ``FerryInferRoute`` answers for Ferry's models.
@@ -120,22 +120,14 @@ class FerryRuntime(MLModel):
             outputs=[NumpyCodec.encode_output(name, array) for name, array in outputs.items()],
         )
 
-    async def infer_v2(self, body: bytes, headers: dict[str, str]) -> tuple[bytes, bytes, int | None, str]:
+    async def infer_v2(self, body: bytes, headers: dict[str, str]) -> tuple[Response, str]:
         """A V2 REST request's body (JSON, or the binary tensor extension) answered by Ferry's codec:
-        (the response body, its content type, its Inference-Header-Content-Length, the response's id)."""
-        json_length = headers.get(v2.BINARY_HEADER)
+        (the response, its id)."""
         try:
-            if json_length is not None and not json_length.isdigit():
-                raise InvalidInput(f"Inference-Header-Content-Length must be an integer, got {json_length!r}")
-            request = v2.parse_request(body, int(json_length) if json_length is not None else None)
-            if request.id is None:
-                request.id = generate_uuid()  # as MLServer's DataPlane does
-            outputs = await self.predictor.infer(request.inputs, request.outputs)
+            # An id for a request without one, as MLServer's DataPlane does; no model_version where it has none.
+            return await v2_infer(self.predictor.infer, self.name, self.version, headers, body, generate_uuid)
         except ServingError as exc:
             raise _mlserver_error(exc) from None
-        payload, binary_length = v2.build_response(self.name, self.version, request, outputs)
-        content_type = b"application/json" if binary_length is None else b"application/octet-stream"
-        return payload, content_type, binary_length, request.id
 
     async def unload(self) -> bool:
         if self.predictor is not None:
@@ -179,22 +171,18 @@ class FerryInferRoute:
         try:
             # MLServer's errors (raised here, before any byte is sent) go to its exception handler: {"error": ...}
             async with self.data_plane._infer_contextmanager(name, version) as model:
-                payload, content_type, binary_length, response_id = await model.infer_v2(body, headers)
+                reply, response_id = await model.infer_v2(body, headers)
         finally:
             request_headers.reset(token)
-        response_headers = [(b"content-type", content_type), (b"content-length", str(len(payload)).encode())]
-        if binary_length is not None:
-            response_headers.append((b"inference-header-content-length", str(binary_length).encode()))
         # MLServer's response middlewares (its CloudEvents headers) on a response without tensors, which they
         # do not read: the headers they set are what MLServer's own handler would send.
         bare = InferenceResponse(id=response_id, model_name=model.name, outputs=[])
         self.data_plane._inference_middleware.response_middleware(bare, model.settings)
-        response_headers += [
+        cloud_events = [
             (key.encode("latin-1"), value.encode("latin-1"))
             for key, value in (extract_headers(bare) or {}).items()
         ]
-        await send({"type": "http.response.start", "status": 200, "headers": response_headers})
-        await send({"type": "http.response.body", "body": payload})
+        await send_asgi(send, reply, cloud_events)
 
 
 def _answer_ferry_models_with_ferry_codec(add_custom_handlers):

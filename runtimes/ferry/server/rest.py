@@ -73,6 +73,42 @@ def _ok(value) -> Response:
     return Response(dumps(value))
 
 
+async def send_asgi(send, reply: Response, extra_headers: list | None = None) -> None:
+    """``reply`` as ASGI messages, for the hosts' web frameworks (kserve.ModelServer's, MLServer's)."""
+    headers = [
+        (b"content-type", reply.content_type),
+        (b"content-length", str(len(reply.body)).encode()),
+        *reply.headers,
+        *(extra_headers or ()),
+    ]
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": reply.body})
+
+
+async def v2_infer(
+    infer, name: str, version: str | None, headers: dict, body, new_id=None
+) -> tuple[Response, str | None]:
+    """A V2 infer request (JSON, or the binary tensor extension) run by ``infer`` and answered as model ``name``
+    ``version``: (the response, its id). ``new_id`` makes the id of a request that has none (MLServer's hosts
+    always answer with one); without it such a response has no id."""
+    json_length = headers.get(v2.BINARY_HEADER)
+    if json_length is not None and not json_length.isdigit():
+        raise InvalidInput(f"Inference-Header-Content-Length must be an integer, got {json_length!r}")
+    request = v2.parse_request(body, int(json_length) if json_length is not None else None)
+    if request.id is None and new_id is not None:
+        request.id = new_id()
+    outputs = await infer(request.inputs, request.outputs)
+    payload, header_length = v2.build_response(name, version, request, outputs)
+    if header_length is None:
+        return Response(payload), request.id
+    binary = Response(
+        payload,
+        content_type=b"application/octet-stream",
+        headers=[(b"inference-header-content-length", str(header_length).encode())],
+    )
+    return binary, request.id
+
+
 class RestApp:
     def __init__(
         self,
@@ -274,19 +310,8 @@ class RestApp:
 
     async def _v2_infer(self, name: str, version: str | None, headers: dict, body) -> Response:
         handler = self.repository.ready(name, version)
-        json_length = headers.get(v2.BINARY_HEADER)
-        if json_length is not None and not json_length.isdigit():
-            raise InvalidInput(f"Inference-Header-Content-Length must be an integer, got {json_length!r}")
-        request = v2.parse_request(body, int(json_length) if json_length is not None else None)
-        outputs = await handler.infer(request.inputs, request.outputs)
-        payload, header_length = v2.build_response(handler.name, handler.version, request, outputs)
-        if header_length is None:
-            return Response(payload)
-        return Response(
-            payload,
-            content_type=b"application/octet-stream",
-            headers=[(b"inference-header-content-length", str(header_length).encode())],
-        )
+        response, _ = await v2_infer(handler.infer, handler.name, handler.version, headers, body)
+        return response
 
     async def _v1(self, method: str, parts: list[str], headers: dict, body) -> Response:
         if parts == ["models"]:

@@ -17,7 +17,7 @@ import pytest
 from ferry.protocol import grpc_predict_v2_pb2 as pb
 from ferry.protocol.oip_grpc import Stub
 from support.grpc_requests import infer_request
-from support.h2client import DATA, GOAWAY, HEADERS, INFER, PING, RST_STREAM, RawH2, message
+from support.h2client import DATA, GOAWAY, HEADERS, INFER, PING, RST_STREAM, RawH2, error_code, message
 from support.models import export, slow_convnet
 from support.servers import start_predictor
 
@@ -247,19 +247,26 @@ def test_a_call_whose_request_stops_arriving_is_closed(big):
     headers = {":method": "POST", ":scheme": "http", ":path": INFER, ":authority": "x"}
     block = client.encoder.encode([*headers.items(), ("content-type", "application/grpc")])
     client.sock.sendall(client.frame(HEADERS, 0x4, 1, block) + client.frame(DATA, 0, 1, body[:7]))
-    started, goaway = time.monotonic(), None
+    started, goaway, resets = time.monotonic(), None, []
     client.sock.settimeout(0.2)
     while goaway is None and time.monotonic() - started < 4:
         # A PING every 0.2 s: were PINGs progress, they would keep the stalled call open all 4 s.
         client.sock.sendall(client.frame(PING, 0, 0, b"12345678"))
         with contextlib.suppress(TimeoutError):
-            while (got := client.read_frame()) is not None and goaway is None:
+            while goaway is None and (got := client.read_frame()) is not None:
+                if got[0] == RST_STREAM:
+                    resets.append((got[2], error_code(got)))
                 if got[0] == GOAWAY:
                     goaway = time.monotonic() - started, got[3]
     assert goaway is not None, "a call whose request stopped halfway held its connection open"
     elapsed, payload = goaway
+    assert resets == [(1, 8)]  # the stalled call is cancelled (CANCEL) before the GOAWAY
     assert struct.unpack(">II", payload[:8]) == (1, 0)  # last stream 1, NO_ERROR
     assert 0.5 < elapsed < 3
+    # What the client sends after the GOAWAY is dropped, not answered with a reset; then a clean end of stream.
+    client.sock.sendall(client.frame(PING, 0, 0, b"12345678") + client.frame(DATA, 0, 1, body[7:]))
+    client.sock.settimeout(5)
+    assert client.read_frame() is None  # (not ConnectionResetError)
 
 
 def test_reset_stream_is_dropped_and_others_continue(server, reference):

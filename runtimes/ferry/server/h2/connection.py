@@ -736,5 +736,9 @@ class H2Connection(asyncio.Protocol):
             self.idle_since = None
             if not any(stream.task is not None for stream in self.streams.values()):
                 # Idle: a request the client sends meanwhile is not lost (see _close_after_goaway). Requests
-                # that stopped arriving are cancelled with the connection.
-                self.go_away(NO_ERROR, close_now=bool(self.streams))
+                # that stopped arriving are reset (CANCEL) and forgotten; the connection then half-closes like
+                # any other after GOAWAY: closing it at once, under bytes the client is still sending, would
+                # answer them with a TCP reset, which can destroy the GOAWAY before the client has read it.
+                for stream_id in list(self.streams):
+                    self._stream_error(stream_id, CANCEL)
+                self.go_away(NO_ERROR, close_now=False)

@@ -176,6 +176,8 @@ PROFILED = {
     ("small-v2json", "ferry-batch"),
     ("small-grpc", "ferry-batch"),
     ("small-v2json", "ferry-kserve"),
+    ("small-grpc", "ferry-kserve"),
+    ("small-grpc", "ferry-mlserver"),
     ("small-v2json", "ferry-mlserver"),
     ("large-v2json", "ferry-kserve"),
     ("large-v2json", "ferry-mlserver"),

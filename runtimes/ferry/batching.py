@@ -10,6 +10,8 @@
   TensorRT profiles) and the padding is dropped from the results.
 - What batches cost is learned as they run (``ferry.batch_cost``): batches measured cheap enough run on the event
   loop's thread, and optionally (CPU models) batches stop growing past the size measured to cost more per row.
+- With nothing to batch with (the queue empty, no batch running, gathering found nothing lately), a request
+  whose batch would run on the loop thread anyway runs in its caller's task: no hand-off to the worker and back.
 - The queue is bounded in rows (``Overloaded`` beyond it); every request has a deadline; a caller that goes
   away leaves the queue; a failing batch fails only its own callers; each output must have as many rows as
   the batch, and each caller gets exactly its own rows.
@@ -209,6 +211,17 @@ class DynamicBatcher:
         if key is None:
             key = tuple([(name, array.shape[1:], array.dtype) for name, array in inputs.items()])
         job = _Job(inputs, rows, key, loop.create_future(), loop.time(), timeout_s)
+        if self._runs_at_once(rows):
+            # Nothing to batch with: compute in the caller's own task (no hand-off to the worker and back).
+            job.queued = False
+            self._running_batches += 1
+            self._idle.clear()
+            try:
+                await self._run([job], self._runners[0], self._executors[0])
+            finally:
+                self._running_batches -= 1
+                self._check_idle()
+            return job.future.result()
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = collections.deque()
@@ -221,6 +234,22 @@ class DynamicBatcher:
         except asyncio.CancelledError:
             self._leave_queue(job)  # the caller went away: its rows must not be computed or counted
             raise
+
+    def _runs_at_once(self, rows: int) -> bool:
+        """Whether a request runs in its caller's task, skipping the queue: nothing is queued or running, its
+        batch would run on the loop thread anyway, and gathering has stopped paying (one client at a time, or a
+        host such as grpc.aio that hands the server one call per loop pass, so no batch forms). Every
+        ``FRUITLESS_GATHERS``-th such request still goes through the worker, whose gather notices more clients."""
+        if self._queued_rows or self._running_batches or not self.cost.runs_inline(self._bucket(rows)):
+            return False
+        if self.policy.enabled:
+            if (
+                self._fruitless_gathers < FRUITLESS_GATHERS
+                or (self._fruitless_gathers + 1) % FRUITLESS_GATHERS == 0
+            ):
+                return False
+            self._fruitless_gathers += 1
+        return True
 
     def _leave_queue(self, job: _Job) -> None:
         if job.queued:

@@ -366,6 +366,42 @@ async def test_a_lone_client_stops_paying_for_the_gather_until_more_clients_arri
     await batcher.stop()
 
 
+@pytest.mark.parametrize("enabled", [True, False])
+async def test_with_nothing_to_batch_with_a_request_runs_in_its_callers_task(enabled):
+    """Once gathering has stopped paying (one client at a time, or a host such as grpc.aio that hands over one call
+    per loop pass), an inline request skips the queue: its caller's task computes it, so awaiting it lets no other
+    task run. With batching on, every FRUITLESS_GATHERS-th request still goes through the worker, the probe."""
+    batcher, metrics = await started(max_batch_size=64, inline_below_s=float("inf"), enabled=enabled)
+    batcher.cost.observe(1, 1e-6)
+    passes = [0]
+
+    async def count_passes():
+        while True:
+            passes[0] += 1
+            await asyncio.sleep(0)
+
+    counter = asyncio.ensure_future(count_passes())
+    await asyncio.sleep(0)
+    x = np.random.default_rng(1).normal(size=(1, 4)).astype(np.float32)
+
+    async def lone_request() -> int:
+        start = passes[0]
+        result = await batcher.infer({"x": x}, 1, 10)
+        np.testing.assert_allclose(result["y"], x @ WEIGHTS, rtol=1e-6)
+        return passes[0] - start
+
+    for _ in range(FRUITLESS_GATHERS if enabled else 0):
+        await lone_request()
+    costs = [await lone_request() for _ in range(3 * FRUITLESS_GATHERS)]
+    if enabled:
+        assert costs.count(0) == 3 * (FRUITLESS_GATHERS - 1), costs  # all but the probes
+    else:
+        assert costs == [0] * len(costs)
+    assert metrics.outcomes.count("ok") == len(metrics.batches) == (4 if enabled else 3) * FRUITLESS_GATHERS
+    counter.cancel()
+    await batcher.stop()
+
+
 async def test_queue_delay_waits_for_a_fuller_batch():
     batcher, metrics = await started(max_batch_size=64, max_queue_delay_s=0.05)
     first = asyncio.ensure_future(batcher.infer({"x": np.ones((1, 4), np.float32)}, 1, 10))

@@ -66,21 +66,25 @@ def test_requested_outputs_are_honoured(mlserver, protocol):
     inputs = {
         "ints": np.array([[1, 2, 3], [4, 5, 6]], dtype=np.int64),
         "flags": np.array([[True, False, True], [False, False, True]]),
-        "strings": np.array([[b"a"], [b"b"]], dtype=object),
+        "strings": np.array([[b"alpha"], [b"b\x00c"]], dtype=object),
     }
-    if protocol == "grpc":
-        # Not checked: BYTES over gRPC (MLServer 1.7.1 decodes them with np.frombuffer and an element size
-        # of shape[-1]). Here only: a missing input is named over gRPC too.
-        inputs.pop("strings")
-        with pytest.raises(InferenceServerException, match="missing input 'strings'"):
-            infer(mlserver, protocol, "typed", inputs, outputs=["ints_doubled"])
-        return
+    # BYTES over gRPC too: Ferry's codec reads MLServer's gRPC requests for Ferry's models (MLServer 1.7.1's own
+    # converter would decode them with np.frombuffer and an element size of shape[-1]).
     got = infer(mlserver, protocol, "typed", inputs, outputs=["ints_doubled"])
     assert list(got) == ["ints_doubled"]
     np.testing.assert_array_equal(got["ints_doubled"], inputs["ints"] * 2)
     both = infer(mlserver, protocol, "typed", inputs, outputs=["flags_not", "echo"])
     assert sorted(both) == ["echo", "flags_not"]
     np.testing.assert_array_equal(both["flags_not"], ~inputs["flags"])
+    echoed = [[v.decode() if isinstance(v, bytes) else v for v in row] for row in both["echo"].tolist()]
+    assert echoed == [["alpha"], ["b\x00c"]]  # (JSON brings strings back as str, binary as bytes)
+
+
+def test_a_missing_input_is_named_over_grpc(mlserver):
+    inputs = {"ints": np.array([[1, 2, 3]], dtype=np.int64), "flags": np.array([[True, False, True]])}
+    with pytest.raises(InferenceServerException, match="missing input 'strings'") as failure:
+        infer(mlserver, "grpc", "typed", inputs, outputs=["ints_doubled"])
+    assert failure.value.status() == "StatusCode.INVALID_ARGUMENT"
 
 
 def test_unknown_requested_output_is_400(mlserver):
@@ -285,3 +289,67 @@ def test_rest_errors_are_counted_by_mlserver(mlserver):
     # And an unknown model is MLServer's own 404.
     missing = httpx.post(f"{mlserver.url}/v2/models/nope/infer", json=bad, timeout=30)
     assert missing.status_code == 404 and "nope" in missing.json()["error"]
+
+
+def _grpc_infer(mlserver, model: str, rows: np.ndarray, request_id: str = ""):
+    """One ModelInfer, the tensor in typed ``fp32_contents`` (as MLServer's and Seldon's clients send it):
+    (response, trailing metadata). tritonclient's protobuf classes: MLServer's define the same symbols."""
+    import grpc
+    from tritonclient.grpc import service_pb2 as pb
+    from tritonclient.grpc.service_pb2_grpc import GRPCInferenceServiceStub
+
+    tensor = pb.ModelInferRequest.InferInputTensor(name="input-0", datatype="FP32", shape=list(rows.shape))
+    tensor.contents.fp32_contents.extend(rows.ravel().tolist())
+    request = pb.ModelInferRequest(model_name=model, id=request_id, inputs=[tensor])
+    with grpc.insecure_channel(mlserver.grpc_address) as channel:
+        response, call = GRPCInferenceServiceStub(channel).ModelInfer.with_call(request, timeout=30)
+    return response, dict(call.trailing_metadata())
+
+
+def _grpc_output(response) -> np.ndarray:
+    output = response.outputs[0]
+    if response.raw_output_contents:
+        return np.frombuffer(response.raw_output_contents[0], dtype=np.float32).reshape(output.shape)
+    return np.array(output.contents.fp32_contents, dtype=np.float32).reshape(output.shape)
+
+
+def test_grpc_answer_keeps_mlserver_ids_trailers_and_metrics(mlserver, reference, churn_rows):
+    """Over gRPC, a Ferry model (churn-onnx: Ferry's codec) answers as MLServer's own path does (churn-adaptive:
+    MLServer's adaptive batching wraps predict, so its handler keeps it): the same numbers, ids, CloudEvents
+    trailers and request counts. What differs is the encoding of the outputs: Ferry's go back as
+    raw_output_contents (as Triton's do), MLServer's own in the typed field the request used."""
+    before = _samples(mlserver.metrics_url)
+    answers = {}
+    for model in ("churn-onnx", "churn-adaptive"):
+        plain, plain_trailers = _grpc_infer(mlserver, model, churn_rows)
+        named, named_trailers = _grpc_infer(mlserver, model, churn_rows, request_id="req-9")
+        np.testing.assert_allclose(_grpc_output(plain), reference(churn_rows), rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(_grpc_output(plain), _grpc_output(named))
+        answers[model] = (plain, plain_trailers, named, named_trailers)
+        assert named.id == "req-9" and named_trailers["ce-id"] == "req-9"
+        assert plain.model_name == named.model_name == model and plain.model_version == ""
+        assert named_trailers["ce-modelid"] == model
+    ferry, own = answers["churn-onnx"], answers["churn-adaptive"]
+    assert ferry[0].id == own[0].id  # MLServer's gRPC path keeps the request's (empty) id
+    assert sorted(ferry[1]) == sorted(own[1]) and sorted(ferry[3]) == sorted(own[3])
+    assert ferry[1]["ce-type"] == own[1]["ce-type"] == "io.seldon.serving.inference.response"
+    assert len(ferry[0].raw_output_contents) == 1 and not ferry[0].outputs[0].contents.fp32_contents
+    assert not own[0].raw_output_contents and own[0].outputs[0].contents.fp32_contents
+    after = _samples(mlserver.metrics_url)
+    for model in ("churn-onnx", "churn-adaptive"):
+        name = "model_infer_request_success_total"
+        assert after[(name, model)] - before.get((name, model), 0) == 2
+
+
+def test_grpc_errors_are_counted_by_mlserver(mlserver):
+    before = _samples(mlserver.metrics_url)
+    with pytest.raises(Exception, match="expected shape \\[-1, 4\\], got \\[2, 3\\]") as failure:
+        _grpc_infer(mlserver, "churn-onnx", np.zeros((2, 3), dtype=np.float32))
+    assert "INVALID_ARGUMENT" in str(failure.value)
+    after = _samples(mlserver.metrics_url)
+    name = "model_infer_request_failure_total"
+    assert after[(name, "churn-onnx")] - before.get((name, "churn-onnx"), 0) == 1
+    # An unknown model is MLServer's own NOT_FOUND.
+    with pytest.raises(Exception, match="nope") as missing:
+        _grpc_infer(mlserver, "nope", np.zeros((1, 4), dtype=np.float32))
+    assert "NOT_FOUND" in str(missing.value)

@@ -5,17 +5,19 @@
     {"name": "churn", "implementation": "ferry.adapters.mlserver.FerryRuntime",
      "max_batch_size": 0, "parameters": {"uri": "./model", "extra": {"max_batch_size": 64}}}
 
-Logic-free: MLServer's codecs turn its request into numpy and back; batching, backends and validation are
-the same ``Predictor`` the lean server uses. Keep MLServer's adaptive batching off (Ferry batches rows, not
+Logic-free: a codec turns the request into numpy and back (``predict``: MLServer's; below: Ferry's); batching,
+backends and validation are the same ``Predictor`` the lean server uses. Keep MLServer's adaptive batching off (Ferry batches rows, not
 requests) and, for GPU models, ``parallel_workers: 0`` so that one process owns the device.
 
-Where the model runs in MLServer's own process (``parallel_workers: 0``), MLServer's REST infer routes answer
-Ferry's models with Ferry's codec (``FerryInferRoute``): MLServer validates every JSON value of a tensor into a
-pydantic model and then copies the list into numpy (most of a large request's time: the py-spy budgets in
-benchmarks/RESULTS.md); Ferry's codec reads the body straight into numpy, and takes the binary tensor extension
-too. MLServer's middlewares, metrics, CloudEvents headers and errors stay MLServer's; any other model, a model in a
-worker process, a model under MLServer's adaptive batching and a server with MLServer's response cache go through
-MLServer's own handler.
+Where the model runs in MLServer's own process (``parallel_workers: 0``), MLServer's REST infer routes and its
+gRPC ``ModelInfer`` answer Ferry's models with Ferry's codec (``FerryInferRoute``, ``_ferry_model_infer``):
+MLServer validates every JSON value of a tensor into a pydantic model and then copies the list into numpy (most of
+a large request's time: the py-spy budgets in benchmarks/RESULTS.md), and over gRPC builds the same pydantic
+request from the protobuf; Ferry's codec reads the body, or the protobuf's contents, straight into numpy, and takes
+the binary tensor extension too. gRPC outputs go back as ``raw_output_contents`` (as Triton's do; MLServer's own
+converters read them). MLServer's middlewares, metrics, CloudEvents headers and errors stay MLServer's; any other
+model, a model in a worker process, a model under MLServer's adaptive batching and a server with MLServer's
+response cache go through MLServer's own handlers.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ import os
 from mlserver import MLModel
 from mlserver.codecs import NumpyCodec
 from mlserver.errors import MLServerError, ModelNotFound
+from mlserver.grpc import dataplane_pb2 as mlserver_pb
+from mlserver.grpc.servicers import InferenceServicer
+from mlserver.grpc.utils import to_headers, to_metadata
 from mlserver.logging import logger
 from mlserver.rest.requests import Request as MLServerRequest
 from mlserver.rest.server import RESTServer
@@ -38,6 +43,7 @@ from ferry.context import request_headers
 from ferry.errors import STATUS, ServingError
 from ferry.heap import freeze_startup_objects
 from ferry.model import Predictor
+from ferry.server.grpc import decode_request, encode_infer_response
 from ferry.server.rest import Response, send_asgi, v2_infer
 from ferry.settings import ModelSettings
 
@@ -129,6 +135,17 @@ class FerryRuntime(MLModel):
         except ServingError as exc:
             raise _mlserver_error(exc) from None
 
+    async def infer_grpc(self, request) -> tuple[bytes, str]:
+        """A gRPC ``ModelInferRequest`` (MLServer's message) answered by Ferry's codec: (the serialized
+        ``ModelInferResponse``, its id). The id is the request's, as MLServer's gRPC path keeps it."""
+        try:
+            inputs = decode_request(request)
+            wanted = [output.name for output in request.outputs] or None
+            outputs = await self.predictor.infer(inputs, wanted)
+        except ServingError as exc:
+            raise _mlserver_error(exc) from None
+        return encode_infer_response(self.name, self.version or "", request.id, outputs), request.id
+
     async def unload(self) -> bool:
         if self.predictor is not None:
             await self.predictor.close()
@@ -147,21 +164,7 @@ class FerryInferRoute:
     async def __call__(self, scope, receive, send) -> None:
         params = scope["path_params"]
         name, version = params["model_name"], params.get("model_version")
-        try:
-            model = await self.data_plane._model_registry.get_model(name, version)
-        except ModelNotFound:
-            model = None
-        # Not isinstance: MLServer reloads a runtime's module whenever it reads a model-settings.json naming it,
-        # so the models loaded before are instances of an earlier FerryRuntime class. A predict that MLServer has
-        # wrapped (its adaptive batching) is the user's choice: its handler keeps it.
-        runs_here = (
-            getattr(model, "predictor", None) is not None
-            and hasattr(model, "infer_v2")
-            and "predict" not in vars(model)
-        )
-        if not runs_here or (
-            self.data_plane._response_cache is not None and model.settings.cache_enabled is not False
-        ):
+        if not await _answered_by_ferry(self.data_plane, name, version):
             await self.mlserver_app(scope, receive, send)
             return
         request = MLServerRequest(scope, receive)  # MLServer's: a gzip body is inflated as its handler would
@@ -174,15 +177,78 @@ class FerryInferRoute:
                 reply, response_id = await model.infer_v2(body, headers)
         finally:
             request_headers.reset(token)
-        # MLServer's response middlewares (its CloudEvents headers) on a response without tensors, which they
-        # do not read: the headers they set are what MLServer's own handler would send.
-        bare = InferenceResponse(id=response_id, model_name=model.name, outputs=[])
-        self.data_plane._inference_middleware.response_middleware(bare, model.settings)
         cloud_events = [
             (key.encode("latin-1"), value.encode("latin-1"))
-            for key, value in (extract_headers(bare) or {}).items()
+            for key, value in _cloud_events(self.data_plane, model, response_id).items()
         ]
         await send_asgi(send, reply, cloud_events)
+
+
+async def _answered_by_ferry(data_plane, name: str, version: str | None) -> bool:
+    """Whether Ferry's codec answers this model's infer calls: a Ferry model in this process, neither under
+    MLServer's adaptive batching nor behind its response cache. (A model MLServer does not know is answered by
+    MLServer's own handler: its 404.)"""
+    try:
+        model = await data_plane._model_registry.get_model(name, version)
+    except ModelNotFound:
+        return False
+    # Not isinstance: MLServer reloads a runtime's module whenever it reads a model-settings.json naming it, so
+    # the models loaded before are instances of an earlier FerryRuntime class. A predict that MLServer has
+    # wrapped (its adaptive batching) is the user's choice: its handler keeps it.
+    runs_here = (
+        getattr(model, "predictor", None) is not None
+        and hasattr(model, "infer_v2")
+        and hasattr(model, "infer_grpc")
+        and "predict" not in vars(model)
+    )
+    return runs_here and not (
+        data_plane._response_cache is not None and model.settings.cache_enabled is not False
+    )
+
+
+def _cloud_events(data_plane, model: MLModel, response_id: str) -> dict[str, str]:
+    """MLServer's response middlewares (its CloudEvents headers) run on a response without tensors, which they do
+    not read: the headers they set are the ones MLServer's own handlers would send."""
+    bare = InferenceResponse(id=response_id, model_name=model.name, outputs=[])
+    data_plane._inference_middleware.response_middleware(bare, model.settings)
+    return extract_headers(bare) or {}
+
+
+def _ferry_model_infer(mlserver_model_infer):
+    """MLServer's gRPC ``ModelInfer`` with Ferry's models answered by Ferry's codec inside MLServer's
+    ``DataPlane`` bookkeeping (model lookup, readiness, metrics, model context), their CloudEvents headers as
+    trailing metadata as MLServer sends them; any other model goes to ``mlserver_model_infer``."""
+
+    async def model_infer(servicer, request, context):
+        data_plane, name, version = servicer._data_plane, request.model_name, request.model_version
+        if not await _answered_by_ferry(data_plane, name, version):
+            return await mlserver_model_infer(servicer, request, context)
+        token = request_headers.set(to_headers(context))
+        try:
+            async with data_plane._infer_contextmanager(name, version) as model:
+                encoded, response_id = await model.infer_grpc(request)
+        finally:
+            request_headers.reset(token)
+        cloud_events = _cloud_events(data_plane, model, response_id)
+        if cloud_events:
+            context.set_trailing_metadata(to_metadata(cloud_events))
+        # MLServer's method handler serializes a message: parsing Ferry's bytes back costs a few microseconds.
+        return mlserver_pb.ModelInferResponse.FromString(encoded)
+
+    model_infer.ferry = True
+    return model_infer
+
+
+def _answer_ferry_models_over_grpc() -> None:
+    """MLServer's gRPC server binds its servicer's methods when it starts, before MLServer imports any model's
+    runtime (this module), so replacing ``InferenceServicer.ModelInfer`` would miss the running server. What the
+    bound method runs is MLServer's error handler (``handle_mlserver_error``: MLServerError to a gRPC status)
+    around the method's body, looked up in the handler's closure on every call: that body is what is replaced,
+    and MLServer's error handler stays around Ferry's path."""
+    handler = InferenceServicer.ModelInfer
+    cell = handler.__closure__[handler.__code__.co_freevars.index("f")]
+    if not getattr(cell.cell_contents, "ferry", False):
+        cell.cell_contents = _ferry_model_infer(cell.cell_contents)
 
 
 def _answer_ferry_models_with_ferry_codec(add_custom_handlers):
@@ -202,3 +268,4 @@ def _answer_ferry_models_with_ferry_codec(add_custom_handlers):
 if not getattr(RESTServer.add_custom_handlers, "ferry", False):
     RESTServer.add_custom_handlers = _answer_ferry_models_with_ferry_codec(RESTServer.add_custom_handlers)
     RESTServer.add_custom_handlers.ferry = True
+_answer_ferry_models_over_grpc()

@@ -10,7 +10,7 @@
   TensorRT profiles) and the padding is dropped from the results.
 - What batches cost is learned as they run (``ferry.batch_cost``): batches measured cheap enough run on the event
   loop's thread, and optionally (CPU models) batches stop growing past the size measured to cost more per row.
-- With nothing to batch with (the queue empty, no batch running, gathering found nothing lately), a request
+- With nothing to batch with (the queue empty, no batch running, the last batches one request each), a request
   whose batch would run on the loop thread anyway runs in its caller's task: no hand-off to the worker and back.
 - The queue is bounded in rows (``Overloaded`` beyond it); every request has a deadline; a caller that goes
   away leaves the queue; a failing batch fails only its own callers; each output must have as many rows as
@@ -38,6 +38,8 @@ Tensors = dict[str, np.ndarray]
 GATHER_PASSES = 8  # at most this many loop passes to read requests that arrived before an inline batch
 # After this many gathers in a row found nothing new (one client at a time), only every this-many-th batch gathers.
 FRUITLESS_GATHERS = 8
+# After this many batches in a row held one request each, requests with nothing to batch with skip the queue.
+LONE_BATCHES = 8
 Runner = Callable[[Tensors], Tensors]
 
 
@@ -115,6 +117,8 @@ class DynamicBatcher:
         self._wakeup: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None
         self._fruitless_gathers = 0  # gathers in a row that found no new rows (see _gather_arrived)
+        self._lone_batches = 0  # the worker's batches in a row that held one request (see _runs_at_once)
+        self._direct_runs = 0  # requests that might have skipped the queue, each LONE_BATCHES-th a probe
         self._workers: list[asyncio.Task] = []
         self._sweeper: asyncio.Task | None = None
         self._running: list[list[_Job]] = []
@@ -237,19 +241,18 @@ class DynamicBatcher:
 
     def _runs_at_once(self, rows: int) -> bool:
         """Whether a request runs in its caller's task, skipping the queue: nothing is queued or running, its
-        batch would run on the loop thread anyway, and gathering has stopped paying (one client at a time, or a
-        host such as grpc.aio that hands the server one call per loop pass, so no batch forms). Every
-        ``FRUITLESS_GATHERS``-th such request still goes through the worker, whose gather notices more clients."""
+        batch would run on the loop thread anyway, and the last ``LONE_BATCHES`` batches each held one request
+        (one client at a time, or a host such as grpc.aio that hands the server one call per loop pass: no batch
+        forms). Every ``LONE_BATCHES``-th such request still goes through the worker: the probe. Requests that
+        arrive together queue behind it, their batch holds several, and batching resumes."""
         if self._queued_rows or self._running_batches or not self.cost.runs_inline(self._bucket(rows)):
             return False
-        if self.policy.enabled:
-            if (
-                self._fruitless_gathers < FRUITLESS_GATHERS
-                or (self._fruitless_gathers + 1) % FRUITLESS_GATHERS == 0
-            ):
-                return False
-            self._fruitless_gathers += 1
-        return True
+        if not self.policy.enabled:
+            return True
+        if self._lone_batches < LONE_BATCHES:
+            return False
+        self._direct_runs += 1
+        return self._direct_runs % LONE_BATCHES != 0
 
     def _leave_queue(self, job: _Job) -> None:
         if job.queued:
@@ -335,6 +338,7 @@ class DynamicBatcher:
             if not batch:
                 self._check_idle()
                 continue
+            self._lone_batches = self._lone_batches + 1 if len(batch) == 1 else 0
             self._running_batches += 1
             self._running.append(batch)
             try:
@@ -354,7 +358,9 @@ class DynamicBatcher:
         No time window: a pass that brings nothing ends it, so a lone client waits two loop passes; once
         ``FRUITLESS_GATHERS`` gathers in a row brought nothing, only every ``FRUITLESS_GATHERS``-th batch still
         gathers (the probe that notices more clients), so one client at a time pays nothing for the batcher."""
-        if self._fruitless_gathers >= FRUITLESS_GATHERS:
+        # (Once batches hold one request each, most requests skip the queue and the worker sees the probes: those
+        # always gather.)
+        if self._fruitless_gathers >= FRUITLESS_GATHERS and self._lone_batches < LONE_BATCHES:
             self._fruitless_gathers += 1
             if self._fruitless_gathers % FRUITLESS_GATHERS:
                 return

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from ferry.batching import FRUITLESS_GATHERS, BatchingPolicy, BatchMetrics, DynamicBatcher
+from ferry.batching import FRUITLESS_GATHERS, LONE_BATCHES, BatchingPolicy, BatchMetrics, DynamicBatcher
 from ferry.errors import BackendError, DeadlineExceeded, NotReady, Overloaded
 from ferry.signature import Signature, TensorSpec
 
@@ -368,9 +368,10 @@ async def test_a_lone_client_stops_paying_for_the_gather_until_more_clients_arri
 
 @pytest.mark.parametrize("enabled", [True, False])
 async def test_with_nothing_to_batch_with_a_request_runs_in_its_callers_task(enabled):
-    """Once gathering has stopped paying (one client at a time, or a host such as grpc.aio that hands over one call
+    """Once batches hold one request each (one client at a time, or a host such as grpc.aio that hands over one call
     per loop pass), an inline request skips the queue: its caller's task computes it, so awaiting it lets no other
-    task run. With batching on, every FRUITLESS_GATHERS-th request still goes through the worker, the probe."""
+    task run. With batching on, every LONE_BATCHES-th request still goes through the worker, the probe; and
+    requests arriving together batch again at once."""
     batcher, metrics = await started(max_batch_size=64, inline_below_s=float("inf"), enabled=enabled)
     batcher.cost.observe(1, 1e-6)
     passes = [0]
@@ -390,14 +391,22 @@ async def test_with_nothing_to_batch_with_a_request_runs_in_its_callers_task(ena
         np.testing.assert_allclose(result["y"], x @ WEIGHTS, rtol=1e-6)
         return passes[0] - start
 
-    for _ in range(FRUITLESS_GATHERS if enabled else 0):
+    for _ in range(LONE_BATCHES if enabled else 0):
         await lone_request()
-    costs = [await lone_request() for _ in range(3 * FRUITLESS_GATHERS)]
+    costs = [await lone_request() for _ in range(3 * LONE_BATCHES)]
     if enabled:
-        assert costs.count(0) == 3 * (FRUITLESS_GATHERS - 1), costs  # all but the probes
+        assert costs.count(0) == 3 * (LONE_BATCHES - 1), costs  # all but the probes
     else:
         assert costs == [0] * len(costs)
-    assert metrics.outcomes.count("ok") == len(metrics.batches) == (4 if enabled else 3) * FRUITLESS_GATHERS
+    assert metrics.outcomes.count("ok") == len(metrics.batches) == (4 if enabled else 3) * LONE_BATCHES
+    if enabled:
+        # Clients arriving together again: fewer than LONE_BATCHES run alone before the probe's batch takes the
+        # rest; from then on every burst is one batch.
+        before = len(metrics.batches)
+        bursts = [await asyncio.gather(*(lone_request() for _ in range(16))) for _ in range(6)]
+        sizes = [rows for rows, _ in metrics.batches[before:]]
+        assert len(sizes) < LONE_BATCHES + 6 and sizes[-5:] == [16] * 5, sizes
+        assert sum(sizes) == 6 * 16 and len(bursts) == 6
     counter.cancel()
     await batcher.stop()
 

@@ -249,8 +249,8 @@ class DynamicBatcher:
             return False
         if not self.policy.enabled:
             return True
-        if self._lone_batches < LONE_BATCHES:
-            return False
+        if self._lone_batches < LONE_BATCHES or self.policy.max_queue_delay_s > 0:
+            return False  # (a queue delay is the user's order to wait for company: every request waits it)
         self._direct_runs += 1
         return self._direct_runs % LONE_BATCHES != 0
 

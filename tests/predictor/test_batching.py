@@ -411,6 +411,19 @@ async def test_with_nothing_to_batch_with_a_request_runs_in_its_callers_task(ena
     await batcher.stop()
 
 
+async def test_with_a_queue_delay_every_request_waits_it_even_alone():
+    """A queue delay is the user's choice to wait for company: lone requests do not skip the queue."""
+    batcher, _ = await started(max_batch_size=64, inline_below_s=float("inf"), max_queue_delay_s=0.005)
+    batcher.cost.observe(1, 1e-6)
+    waits = []
+    for _ in range(3 * LONE_BATCHES):
+        started_at = time.perf_counter()
+        await batcher.infer({"x": np.ones((1, 4), np.float32)}, 1, 10)
+        waits.append(time.perf_counter() - started_at)
+    assert min(waits) >= 0.004, waits
+    await batcher.stop()
+
+
 async def test_queue_delay_waits_for_a_fuller_batch():
     batcher, metrics = await started(max_batch_size=64, max_queue_delay_s=0.05)
     first = asyncio.ensure_future(batcher.infer({"x": np.ones((1, 4), np.float32)}, 1, 10))

@@ -31,6 +31,14 @@ def matmul(inputs):
     return {"y": inputs["x"] @ WEIGHTS, "rows": inputs["x"][:, :1] * 0 + len(inputs["x"])}
 
 
+async def count_loop_passes(passes: list[int]) -> None:
+    """Counts the event loop's passes into ``passes[0]`` until cancelled: a request whose await lets no other task
+    run adds none."""
+    while True:
+        passes[0] += 1
+        await asyncio.sleep(0)
+
+
 async def started(runner=matmul, instances=1, **policy) -> tuple[DynamicBatcher, Recorder]:
     metrics = Recorder()
     batcher = DynamicBatcher("m", [runner] * instances, BatchingPolicy(**policy), metrics)
@@ -336,13 +344,7 @@ async def test_a_lone_client_stops_paying_for_the_gather_until_more_clients_arri
     batcher, metrics = await started(max_batch_size=64, inline_below_s=float("inf"))
     batcher.cost.observe(1, 1e-6)
     passes = [0]
-
-    async def count_passes():
-        while True:
-            passes[0] += 1
-            await asyncio.sleep(0)
-
-    counter = asyncio.ensure_future(count_passes())
+    counter = asyncio.ensure_future(count_loop_passes(passes))
 
     async def lone_request() -> int:
         start = passes[0]
@@ -375,13 +377,7 @@ async def test_with_nothing_to_batch_with_a_request_runs_in_its_callers_task(ena
     batcher, metrics = await started(max_batch_size=64, inline_below_s=float("inf"), enabled=enabled)
     batcher.cost.observe(1, 1e-6)
     passes = [0]
-
-    async def count_passes():
-        while True:
-            passes[0] += 1
-            await asyncio.sleep(0)
-
-    counter = asyncio.ensure_future(count_passes())
+    counter = asyncio.ensure_future(count_loop_passes(passes))
     await asyncio.sleep(0)
     x = np.random.default_rng(1).normal(size=(1, 4)).astype(np.float32)
 

@@ -43,7 +43,7 @@ from ferry.context import request_headers
 from ferry.errors import STATUS, ServingError
 from ferry.heap import freeze_startup_objects
 from ferry.model import Predictor
-from ferry.server.grpc import decode_request, encode_infer_response
+from ferry.server.grpc import infer_message
 from ferry.server.rest import Response, send_asgi, v2_infer
 from ferry.settings import ModelSettings
 
@@ -139,12 +139,11 @@ class FerryRuntime(MLModel):
         """A gRPC ``ModelInferRequest`` (MLServer's message) answered by Ferry's codec: (the serialized
         ``ModelInferResponse``, its id). The id is the request's, as MLServer's gRPC path keeps it."""
         try:
-            inputs = decode_request(request)
-            wanted = [output.name for output in request.outputs] or None
-            outputs = await self.predictor.infer(inputs, wanted)
+            return await infer_message(
+                self.predictor.infer, self.name, self.version or "", request
+            ), request.id
         except ServingError as exc:
             raise _mlserver_error(exc) from None
-        return encode_infer_response(self.name, self.version or "", request.id, outputs), request.id
 
     async def unload(self) -> bool:
         if self.predictor is not None:

@@ -155,6 +155,14 @@ def encode_infer_response(
     return b"".join(parts + contents)
 
 
+async def infer_message(infer, name: str, version: str, request) -> bytes:
+    """A ``ModelInferRequest`` (any generated copy of the message: Ferry's, MLServer's, kserve's) run by ``infer``
+    and answered as model ``name`` ``version``: the serialized ``ModelInferResponse``."""
+    inputs = decode_request(request)
+    outputs = await infer(inputs, [out.name for out in request.outputs] or None)
+    return encode_infer_response(name, version, request.id, outputs)
+
+
 class InferenceService:
     """The service's methods by wire path (``/inference.GRPCInferenceService/ModelInfer``): each parses its
     request, runs, and serializes its response; failures leave as ``GrpcFailure``."""
@@ -239,12 +247,9 @@ class InferenceService:
         token = request_headers.set(metadata)
         try:
             handler = self.repository.ready(request.model_name, request.model_version)
-            inputs = decode_request(request)
-            wanted = [out.name for out in request.outputs] or None
-            outputs = await handler.infer(inputs, wanted)
+            return await infer_message(handler.infer, handler.name, handler.version, request)
         finally:
             request_headers.reset(token)
-        return encode_infer_response(handler.name, handler.version, request.id, outputs)
 
     # -- Triton's extensions --
     async def RepositoryIndex(self, request, metadata):

@@ -4,20 +4,24 @@ Three layers, so each protocol and each failure is written once:
 
 - **the wire** (``Wire``): what a REST protocol sends for ready / metadata / infer and how its answers read, built
   on ``ferry.protocol`` and ``ferry.codec``; no IO. KServe V1, Open Inference Protocol V2 and Seldon's protocol.
-- **the transports**: ``AsyncHttp`` (aiohttp), ``SyncHttp`` (httpx) and ``AsyncGrpc`` (grpc.aio), each turning its
+- **the transports**: ``AsyncHttp`` (aiohttp), ``SyncHttp`` (``http.client``) and ``AsyncGrpc`` (grpc.aio), each turning its
   library's failures into Ferry's errors: unreachable -> UpstreamError (502), no answer in time -> DeadlineExceeded
   (504), an answer that is not a success -> ``ferry.errors.upstream_error`` (the one upstream-status table).
 - **the fronts**: ``AsyncPredictorClient`` / ``SyncPredictorClient`` (a wire on a transport), ``GrpcPredictorClient``
   and ``InProcessPredictorClient`` (collocated: no hop). ``connect`` picks one for a ``--predictor_protocol``.
 
 aiohttp rather than httpx on the async path: on the transformer's hop every request pays the client's own CPU time,
-and aiohttp's C parser costs a fraction of httpx's pure-Python stack. The sync front is httpx, whose client is
-thread-safe, for alibi's and shap's ``predict_fn`` called from plain worker threads (no event loop there)."""
+and aiohttp's C parser costs a fraction of httpx's pure-Python stack. The sync front, for alibi's and shap's
+``predict_fn`` called from plain worker threads (no event loop there), is the standard library's ``http.client``
+with a pool of keep-alive connections, for the same reason."""
 
 from __future__ import annotations
 
 import asyncio
+import http.client
+import threading
 import time
+import urllib.parse
 import uuid
 from typing import Any, Literal, Protocol
 
@@ -141,19 +145,30 @@ class AsyncHttp:
 
 
 class SyncHttp:
-    """JSON over HTTP from any thread: one pooled, thread-safe ``httpx.Client``."""
+    """JSON over HTTP/1.1 from any thread: the standard library's ``http.client``, with idle keep-alive
+    connections kept in a small pool (a call takes one, so calls from several threads never share one).
 
-    def __init__(self, host: str, timeout_s: float, service: str = "predictor"):
-        import httpx
+    Not httpx: an explanation makes several predictor calls, each paid in the explainer's CPU time, and httpx's
+    pure-Python stack costs several times what ``http.client`` does per call (``benchmarks/explainer_latency.py``
+    shows it in the explanation's latency). The timeout bounds the connect and each read, as httpx's
+    did. A call that fails on a reused connection before any answer arrived (the server closed it while idle) is
+    sent once more on a new one; inference requests are safe to repeat."""
 
+    def __init__(self, host: str, timeout_s: float, service: str = "predictor", max_idle: int = 16):
         self.base_url = base_url(host)
         self.timeout_s = timeout_s
         self.service = service
-        self._client = httpx.Client(
-            base_url=self.base_url,
-            timeout=httpx.Timeout(timeout_s),
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+        self.max_idle = max_idle
+        url = urllib.parse.urlsplit(self.base_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"{service} host must be host:port or an http(s) URL, got {host!r}")
+        self._connection_class = (
+            http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
         )
+        self._address = (url.hostname, url.port)
+        self._prefix = url.path.rstrip("/")
+        self._idle: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
 
     def call(
         self,
@@ -163,24 +178,60 @@ class SyncHttp:
         timeout_s: float | None = None,
         headers: dict[str, str] | None = None,
     ) -> Any:
-        import httpx
-
         headers = dict(headers or {})
         if body is not None:
             headers["content-type"] = "application/json"
         timeout = self.timeout_s if timeout_s is None else timeout_s
+        with self._lock:
+            connection = self._idle.pop() if self._idle else None
         try:
-            response = self._client.request(method, path, content=body, headers=headers, timeout=timeout)
-        except httpx.TimeoutException:
+            if connection is not None:
+                try:
+                    status, content, reusable = self._exchange(
+                        connection, method, path, body, headers, timeout
+                    )
+                except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                    connection.close()  # closed by the server while it sat idle: once more, on a new one
+                    connection = None
+            if connection is None:
+                connection = self._connection_class(*self._address, timeout=timeout)
+                status, content, reusable = self._exchange(connection, method, path, body, headers, timeout)
+        except TimeoutError:
+            connection.close()
             raise _timed_out(self.service, self.base_url, timeout) from None
-        except httpx.HTTPError as exc:
+        except (OSError, http.client.HTTPException) as exc:
+            connection.close()
             raise _unreachable(self.service, self.base_url, exc) from None
-        if response.status_code != 200:
-            raise upstream_error(response.status_code, response.content, f"{method} {path}", self.service)
-        return _json(response.content, self.service, path)
+        self._release(connection, reusable)
+        if status != 200:
+            raise upstream_error(status, content, f"{method} {path}", self.service)
+        return _json(content, self.service, path)
+
+    def _exchange(
+        self, connection, method: str, path: str, body: bytes | None, headers: dict, timeout: float
+    ) -> tuple[int, bytes, bool]:
+        connection.timeout = timeout
+        if connection.sock is not None:
+            connection.sock.settimeout(timeout)
+        # (http.client sends a bytes body in the same write as the headers: no Nagle / delayed-ACK stall.)
+        connection.request(method, self._prefix + path, body, headers)
+        response = connection.getresponse()
+        content = response.read()
+        return response.status, content, not response.will_close
+
+    def _release(self, connection, reusable: bool) -> None:
+        if reusable:
+            with self._lock:
+                if len(self._idle) < self.max_idle:
+                    self._idle.append(connection)
+                    return
+        connection.close()
 
     def close(self) -> None:
-        self._client.close()
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
 
 
 class AsyncGrpc:

@@ -18,12 +18,31 @@ from support.servers import free_port
 class FakeHttpPredictor:
     """Answers every request with ``status``/``body`` after ``delay_s``; ``headers`` lists what arrived."""
 
-    def __init__(self, status: int = 200, body: dict | None = None, delay_s: float = 0.0):
+    def __init__(
+        self, status: int = 200, body: dict | None = None, delay_s: float = 0.0, keep_alive_s: float = 0.0
+    ):
+        """``keep_alive_s``: speak HTTP/1.1 and close a connection idle that long (0: HTTP/1.0, one request per
+        connection); ``connections`` counts the connections accepted."""
         self.status, self.body, self.delay_s = status, body or {}, delay_s
         self.headers: list[dict[str, str]] = []
+        self.connections = 0
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            if keep_alive_s:
+                protocol_version = "HTTP/1.1"
+                timeout = keep_alive_s
+
+            def setup(self):
+                fake.connections += 1
+                super().setup()
+
+            def handle(self):
+                try:
+                    super().handle()
+                except TimeoutError:  # the idle connection's keep-alive ran out: close it
+                    self.close_connection = True
+
             def _answer(self):
                 length = int(self.headers.get("content-length") or 0)
                 self.rfile.read(length)

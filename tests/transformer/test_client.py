@@ -5,6 +5,7 @@ reads HTTP statuses and gRPC codes alike."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -117,3 +118,19 @@ def test_the_upstream_table_reads_http_statuses_and_grpc_codes(status, retry_aft
 def test_only_rest_protocols_make_a_rest_client():
     with pytest.raises(ValueError, match=r"v1, v2 or seldon.*'grpc-v2'"):
         SyncPredictorClient("grpc-v2", "127.0.0.1:1", "churn", 1)
+
+
+def test_the_sync_front_keeps_connections_alive_and_survives_a_server_closing_them():
+    """Calls reuse one keep-alive connection; when the server closes it while idle, the next call goes out
+    again on a new connection instead of failing."""
+    answer = {"outputs": [{"name": "p", "datatype": "FP32", "shape": [2, 1], "data": [1.0, 2.0]}]}
+    with FakeHttpPredictor(body=answer, keep_alive_s=0.3) as fake:
+        client = SyncPredictorClient("v2", fake.host, "churn", 2)
+        for _ in range(5):
+            assert client.infer("input-0", ROWS)["p"].tolist() == [[1.0], [2.0]]
+        assert fake.connections == 1
+        time.sleep(0.8)  # the server times the idle connection out and closes it
+        assert client.infer("input-0", ROWS)["p"].tolist() == [[1.0], [2.0]]
+        assert fake.connections == 2
+        assert len(fake.headers) == 6  # each call arrived exactly once
+        client.close()

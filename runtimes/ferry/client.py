@@ -4,16 +4,18 @@ Three layers, so each protocol and each failure is written once:
 
 - **the wire** (``Wire``): what a REST protocol sends for ready / metadata / infer and how its answers read, built
   on ``ferry.protocol`` and ``ferry.codec``; no IO. KServe V1, Open Inference Protocol V2 and Seldon's protocol.
-- **the transports**: ``AsyncHttp`` (aiohttp), ``SyncHttp`` (``http.client``) and ``AsyncGrpc`` (grpc.aio), each turning its
-  library's failures into Ferry's errors: unreachable -> UpstreamError (502), no answer in time -> DeadlineExceeded
-  (504), an answer that is not a success -> ``ferry.errors.upstream_error`` (the one upstream-status table).
+- **the transports**: ``AsyncHttp`` (``ferry.http_client``), ``SyncHttp`` (``http.client``) and ``AsyncGrpc``
+  (grpc.aio), each turning its library's failures into Ferry's errors: unreachable -> UpstreamError (502), no
+  answer in time -> DeadlineExceeded (504), an answer that is not a success -> ``ferry.errors.upstream_error`` (the
+  one upstream-status table).
 - **the fronts**: ``AsyncPredictorClient`` / ``SyncPredictorClient`` (a wire on a transport), ``GrpcPredictorClient``
   and ``InProcessPredictorClient`` (collocated: no hop). ``connect`` picks one for a ``--predictor_protocol``.
 
-aiohttp rather than httpx on the async path: on the transformer's hop every request pays the client's own CPU time,
-and aiohttp's C parser costs a fraction of httpx's pure-Python stack. The sync front, for alibi's and shap's
-``predict_fn`` called from plain worker threads (no event loop there), is the standard library's ``http.client``
-with a pool of keep-alive connections, for the same reason."""
+Lean clients on both REST paths: on the transformer's hop every request pays the client's own CPU time, so the
+async path is Ferry's own keep-alive HTTP/1.1 client on httptools (``ferry.http_client``), and the sync path, for
+alibi's and shap's ``predict_fn`` called from plain worker threads (no event loop there), is the standard
+library's ``http.client`` with a pool of keep-alive connections: a general client (aiohttp, httpx) spends
+several times as much per call on machinery a JSON POST to a known host does not use."""
 
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ import orjson
 
 from ferry.context import propagated
 from ferry.errors import DeadlineExceeded, InvalidInput, ServingError, UpstreamError, upstream_error
+from ferry.http_client import HttpClient
 from ferry.protocol import v1, v2
 
 PredictorProtocol = Literal["v1", "v2", "grpc-v2", "seldon"]
@@ -100,48 +103,38 @@ class Wire:
 
 # ------------------------------------------------------------------------------------------------ the transports
 class AsyncHttp:
-    """JSON over HTTP on the serving loop: one pooled aiohttp session, made by ``start`` on that loop."""
+    """JSON over HTTP on the serving loop: Ferry's keep-alive client (``ferry.http_client``), made by ``start`` on
+    that loop."""
 
     def __init__(self, host: str, timeout_s: float, service: str = "predictor"):
         self.base_url = base_url(host)
         self.timeout_s = timeout_s
         self.service = service
-        self._session = None
+        self._client: HttpClient | None = None
 
     async def start(self) -> None:
-        import aiohttp
-
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-                connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30),
-                skip_auto_headers=("User-Agent",),
-            )
+        if self._client is None:
+            self._client = HttpClient(self.base_url, self.timeout_s)
 
     async def call(self, method: str, path: str, body: bytes | None = None) -> Any:
-        import aiohttp
-
         await self.start()
         headers = propagated()
         if body is not None:
             headers["content-type"] = "application/json"
         try:
-            async with self._session.request(
-                method, self.base_url + path, data=body, headers=headers
-            ) as response:
-                status, content = response.status, await response.read()
+            status, content = await self._client.request(method, path, body, headers)
         except TimeoutError:
             raise _timed_out(self.service, self.base_url, self.timeout_s) from None
-        except aiohttp.ClientError as exc:
+        except OSError as exc:
             raise _unreachable(self.service, self.base_url, exc) from None
         if status != 200:
             raise upstream_error(status, content, f"{method} {path}", self.service)
         return _json(content, self.service, path)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
 
 class SyncHttp:

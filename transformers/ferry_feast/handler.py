@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -292,19 +291,19 @@ class FeastTransformer(Handler):
         try:
             unique = list(dict.fromkeys(entity for ids, _ in wave for entity in ids))
             columns = await self._timed(self.features.fetch(unique), self._lookup_metrics)
+            # One matrix for the wave's distinct ids; each request then takes its rows of it.
+            features, gaps = self._matrix(unique, columns)
             position = {entity: row for row, entity in enumerate(unique)}
-            matrices, answering = [], []
+            rows, answering = [], []
             for ids, future in wave:
-                rows = [position[entity] for entity in ids]
-                try:
-                    matrices.append(self._matrix(ids, [[column[r] for r in rows] for column in columns]))
-                except InvalidInput as exc:
-                    _settle(future, exc)  # unknown ids fail their own request only
+                if gaps and any(entity in gaps for entity in ids):
+                    _settle(future, self._missing(ids, gaps))  # unknown ids fail their own request only
                     continue
+                rows += [position[entity] for entity in ids]
                 answering.append((ids, future))
             if not answering:
                 return
-            matrix = matrices[0] if len(matrices) == 1 else np.concatenate(matrices)
+            matrix = features if len(rows) == len(unique) and len(answering) == len(wave) else features[rows]
             probabilities = await self._timed(self._predict(matrix), self._upstream_metrics)
             offset = 0
             for ids, future in answering:
@@ -348,37 +347,40 @@ class FeastTransformer(Handler):
             raise UpstreamError(f"predictor returned {probabilities.shape[0]} rows for {rows} ids")
         return probabilities
 
-    def _matrix(self, ids: Sequence[str], columns: list[list[Any]]) -> np.ndarray:
-        """Features as the predictor's input; missing values take configured defaults, or the request fails
-        naming the ids: never a NaN to the model."""
-        names = [ref.split(":", 1)[1] for ref in self.features.features]
-        missing: dict[str, list[str]] = {}
-        filled = []
-        for name, column in zip(names, columns, strict=True):
-            default = self.feature_defaults.get(name)
-            values = []
-            for entity, value in zip(ids, column, strict=True):
-                if value is None or (isinstance(value, float) and math.isnan(value)):
-                    if default is None:
-                        missing.setdefault(entity, []).append(name)
-                        value = 0
-                    else:
-                        value = default
-                values.append(value)
-            filled.append(values)
-        if missing:
-            unknown = [entity for entity, gaps in missing.items() if len(gaps) == len(names)]
-            partial = {entity: gaps for entity, gaps in missing.items() if len(gaps) < len(names)}
-            parts = []
-            if unknown:
-                parts.append(f"unknown customer ids (no features in the online store): {_ids(unknown)}")
-            if partial:
-                parts.append(
-                    "missing feature values: "
-                    + "; ".join(f"{e}: {', '.join(g)}" for e, g in list(partial.items())[:20])
-                )
-            raise InvalidInput(". ".join(parts))
-        return np.array(filled, dtype=self.input_dtype).T.copy()
+    def _matrix(
+        self, ids: Sequence[str], columns: list[list[Any]]
+    ) -> tuple[np.ndarray, dict[str, list[str]]]:
+        """Features as the predictor's input (a row per id), and the ids that lack some: missing values take
+        the configured defaults, or their id is named in the second part: never a NaN to the model."""
+        values = np.array(columns, dtype=np.float64).T  # None -> NaN
+        absent = np.isnan(values)
+        gaps: dict[str, list[str]] = {}
+        if absent.any():
+            names = [ref.split(":", 1)[1] for ref in self.features.features]
+            for col, name in enumerate(names):
+                default = self.feature_defaults.get(name)
+                if default is not None:
+                    values[absent[:, col], col] = default
+                    absent[:, col] = False
+            for row in np.flatnonzero(absent.any(axis=1)):
+                gaps[ids[row]] = [name for col, name in enumerate(names) if absent[row, col]]
+        return values.astype(self.input_dtype, order="C"), gaps
+
+    def _missing(self, ids: Sequence[str], gaps: dict[str, list[str]]) -> InvalidInput:
+        """The error of a request whose ids lack features: the unknown ids, then the partly known ones."""
+        count = len(self.features.features)
+        missing = {entity: gaps[entity] for entity in ids if entity in gaps}
+        unknown = [entity for entity, names in missing.items() if len(names) == count]
+        partial = {entity: names for entity, names in missing.items() if len(names) < count}
+        parts = []
+        if unknown:
+            parts.append(f"unknown customer ids (no features in the online store): {_ids(unknown)}")
+        if partial:
+            parts.append(
+                "missing feature values: "
+                + "; ".join(f"{e}: {', '.join(g)}" for e, g in list(partial.items())[:20])
+            )
+        return InvalidInput(". ".join(parts))
 
 
 def _settle(future: asyncio.Future, outcome) -> None:

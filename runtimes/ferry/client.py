@@ -5,17 +5,18 @@ Three layers, so each protocol and each failure is written once:
 - **the wire** (``Wire``): what a REST protocol sends for ready / metadata / infer and how its answers read, built
   on ``ferry.protocol`` and ``ferry.codec``; no IO. KServe V1, Open Inference Protocol V2 and Seldon's protocol.
 - **the transports**: ``AsyncHttp`` (``ferry.http_client``), ``SyncHttp`` (``http.client``) and ``AsyncGrpc``
-  (grpc.aio), each turning its library's failures into Ferry's errors: unreachable -> UpstreamError (502), no
+  (``ferry.grpc_client``), each turning its library's failures into Ferry's errors: unreachable -> UpstreamError (502), no
   answer in time -> DeadlineExceeded (504), an answer that is not a success -> ``ferry.errors.upstream_error`` (the
   one upstream-status table).
 - **the fronts**: ``AsyncPredictorClient`` / ``SyncPredictorClient`` (a wire on a transport), ``GrpcPredictorClient``
   and ``InProcessPredictorClient`` (collocated: no hop). ``connect`` picks one for a ``--predictor_protocol``.
 
-Lean clients on both REST paths: on the transformer's hop every request pays the client's own CPU time, so the
-async path is Ferry's own keep-alive HTTP/1.1 client on httptools (``ferry.http_client``), and the sync path, for
-alibi's and shap's ``predict_fn`` called from plain worker threads (no event loop there), is the standard
-library's ``http.client`` with a pool of keep-alive connections: a general client (aiohttp, httpx) spends
-several times as much per call on machinery a JSON POST to a known host does not use."""
+Lean clients on every path: on the transformer's hop every request pays the client's own CPU time, so the async
+REST path is Ferry's own keep-alive HTTP/1.1 client on httptools (``ferry.http_client``), the gRPC path Ferry's
+own HTTP/2 client (``ferry.grpc_client``, on the framing of Ferry's gRPC server), and the sync path, for alibi's
+and shap's ``predict_fn`` called from plain worker threads (no event loop there), the standard library's
+``http.client`` with a pool of keep-alive connections: a general client (aiohttp, httpx, grpc.aio) spends several
+times as much per call on machinery a call to a known host does not use."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ import orjson
 
 from ferry.context import propagated
 from ferry.errors import DeadlineExceeded, InvalidInput, ServingError, UpstreamError, upstream_error
+from ferry.grpc_client import GrpcClient, GrpcError
 from ferry.http_client import HttpClient
 from ferry.protocol import v1, v2
 
@@ -228,52 +230,43 @@ class SyncHttp:
 
 
 class AsyncGrpc:
-    """Open Inference Protocol V2 over gRPC (grpc.aio); a failed call becomes ``upstream_error`` of its code."""
+    """Open Inference Protocol V2 over gRPC (Ferry's HTTP/2 client, ``ferry.grpc_client``); a failed call becomes
+    ``upstream_error`` of its code."""
 
     def __init__(self, host: str, timeout_s: float, max_message_bytes: int = 64 << 20):
         self.target = host.split("://", 1)[-1]
         self.timeout_s = timeout_s
         self.max_message_bytes = max_message_bytes
-        self._channel = None
-        self._stub = None
+        self._client: GrpcClient | None = None
 
     async def start(self) -> None:
-        import grpc
-
-        from ferry.protocol.oip_grpc import Stub
-
-        self._channel = grpc.aio.insecure_channel(
-            self.target,
-            options=[
-                ("grpc.max_receive_message_length", self.max_message_bytes),
-                ("grpc.max_send_message_length", self.max_message_bytes),
-                # A restarted predictor (a new pod behind the same Service) is found again within ~0.5 s,
-                # not after grpc's default 1 s-and-growing reconnect backoff.
-                ("grpc.initial_reconnect_backoff_ms", 100),
-                ("grpc.min_reconnect_backoff_ms", 100),
-                ("grpc.max_reconnect_backoff_ms", 500),
-            ],
-        )
-        self._stub = Stub(self._channel)
+        if self._client is None:
+            self._client = GrpcClient(self.target, self.timeout_s, self.max_message_bytes)
 
     async def call(self, method: str, request):
-        import grpc
+        from ferry.protocol.oip_grpc import METHODS, SERVICE
 
+        await self.start()
         try:
-            return await getattr(self._stub, method)(
-                request, timeout=self.timeout_s, metadata=tuple(propagated().items())
+            answer = await self._client.unary(
+                f"/{SERVICE}/{method}", request.SerializeToString(), propagated()
             )
-        except grpc.aio.AioRpcError as exc:
-            code = exc.code()
-            if code is grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise _timed_out("predictor", self.target, self.timeout_s) from None
+        except TimeoutError:
+            raise _timed_out("predictor", self.target, self.timeout_s) from None
+        except GrpcError as exc:
             # A server that is up but not ready says when to retry; no connection at all says nothing.
-            retry = "retry-after" in dict(exc.trailing_metadata() or ())
-            raise upstream_error(code.name, exc.details(), method, "predictor", retry) from None
+            raise upstream_error(exc.code, exc.message, method, "predictor", exc.retry_after) from None
+        try:
+            return METHODS[method][1].FromString(answer)
+        except Exception:  # protobuf's DecodeError, or a message of another type
+            raise UpstreamError(
+                f"predictor ({method}) answered with a message that is not a {method}Response"
+            ) from None
 
     async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
 
 # ---------------------------------------------------------------------------------------------------- the fronts

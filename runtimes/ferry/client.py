@@ -33,8 +33,6 @@ import orjson
 
 from ferry.context import propagated
 from ferry.errors import DeadlineExceeded, InvalidInput, ServingError, UpstreamError, upstream_error
-from ferry.grpc_client import GrpcClient, GrpcError
-from ferry.http_client import HttpClient
 from ferry.protocol import v1, v2
 
 PredictorProtocol = Literal["v1", "v2", "grpc-v2", "seldon"]
@@ -112,9 +110,11 @@ class AsyncHttp:
         self.base_url = base_url(host)
         self.timeout_s = timeout_s
         self.service = service
-        self._client: HttpClient | None = None
+        self._client = None
 
     async def start(self) -> None:
+        from ferry.http_client import HttpClient  # (httptools: only where the async path runs)
+
         if self._client is None:
             self._client = HttpClient(self.base_url, self.timeout_s)
 
@@ -237,13 +237,16 @@ class AsyncGrpc:
         self.target = host.split("://", 1)[-1]
         self.timeout_s = timeout_s
         self.max_message_bytes = max_message_bytes
-        self._client: GrpcClient | None = None
+        self._client = None
 
     async def start(self) -> None:
+        from ferry.grpc_client import GrpcClient  # (HTTP/2 and hpack: only where gRPC is spoken)
+
         if self._client is None:
             self._client = GrpcClient(self.target, self.timeout_s, self.max_message_bytes)
 
     async def call(self, method: str, request):
+        from ferry.grpc_client import GrpcError
         from ferry.protocol.oip_grpc import METHODS, SERVICE
 
         await self.start()

@@ -83,6 +83,7 @@ class FakeGrpcPredictor:
     def __init__(self, code: grpc.StatusCode | None = None, delay_s: float = 0.0):
         self.code, self.delay_s = code, delay_s
         self.metadata: list[dict[str, str]] = []
+        self.time_remaining: list[float | None] = []  # each call's deadline as the server saw it
         self.port = free_port()
         self.server = grpc.server(futures.ThreadPoolExecutor(4))
         self.server.add_generic_rpc_handlers((generic_handler(self),))
@@ -101,6 +102,7 @@ class FakeGrpcPredictor:
 
     def ModelInfer(self, request, context):
         self.metadata.append(dict(context.invocation_metadata()))
+        self.time_remaining.append(context.time_remaining())
         time.sleep(self.delay_s)
         if self.code is not None:
             context.abort(self.code, "fake predictor says no")

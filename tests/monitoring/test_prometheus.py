@@ -59,15 +59,17 @@ def stack(demo_dir, tmp_path_factory):
         return start(components[name].command, logs / f"{name}.log", http_port=port, timeout=240)
 
     servers = {"predictor": launch("predictor", args.predictor_port)}
-    servers |= start_all(
-        {
-            "transformer": (launch, "transformer", args.transformer_port),
-            "explainer": (launch, "explainer", args.explainer_port),
-        }
-    )
-    yield servers, args
-    for server in servers.values():
-        server.stop()
+    try:  # the predictor is stopped also when the others fail to start
+        servers |= start_all(
+            {
+                "transformer": (launch, "transformer", args.transformer_port),
+                "explainer": (launch, "explainer", args.explainer_port),
+            }
+        )
+        yield servers, args
+    finally:
+        for server in servers.values():
+            server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -110,7 +110,7 @@ def _grpc_timeout(seconds: float) -> bytes:
 
 
 class _Call:
-    __slots__ = ("answer", "data", "headers", "received", "send_window", "stream_id")
+    __slots__ = ("answer", "data", "headers", "send_window", "stream_id")
 
     def __init__(self, stream_id: int, send_window: int, answer: asyncio.Future):
         self.stream_id = stream_id
@@ -118,7 +118,6 @@ class _Call:
         self.answer = answer
         self.headers: dict[str, str] | None = None
         self.data = bytearray()
-        self.received = 0
 
 
 class _Connection(asyncio.Protocol):
@@ -136,9 +135,8 @@ class _Connection(asyncio.Protocol):
         self.max_frame = DEFAULT_FRAME_SIZE
         self.max_streams = 100  # until the server's SETTINGS say otherwise
         self.unacknowledged = 0  # bytes received since the connection window was last topped up
-        self.partial_headers: tuple[int, int, bytearray] | None = (
-            None  # (stream, flags, block) before CONTINUATION
-        )
+        # A header block still waiting for its CONTINUATION frames: (stream, flags, block so far).
+        self.partial_headers: tuple[int, int, bytearray] | None = None
         self.waiters: list[asyncio.Future] = []  # calls waiting for a window or a free stream
         self.usable = True
 

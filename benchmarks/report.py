@@ -660,6 +660,11 @@ def header(run: dict) -> list[str]:
             + ", ".join(
                 f"{name} ({entry['seconds']:.0f} s"
                 + (
+                    f", CPU busy {entry['cpu_busy_before']:.0%} before"
+                    if entry.get("cpu_busy_before") is not None
+                    else ""
+                )
+                + (
                     f", skipped: {entry['skipped']}"
                     if entry.get("skipped")
                     else ""

@@ -213,13 +213,40 @@ SUITES = (
 )  # fmt: skip
 
 
+def cpu_busy(cpu: str, seconds: float) -> float:
+    """The share of ``seconds`` that CPU ``cpu`` spent on anything but idling (from /proc/stat)."""
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            line = next(row for row in stat if row.startswith(f"cpu{cpu} "))
+        ticks = [int(field) for field in line.split()[1:]]
+        return sum(ticks), ticks[3] + ticks[4]  # all, idle + iowait
+
+    total, idle = sample()
+    time.sleep(seconds)
+    total2, idle2 = sample()
+    return 1 - (idle2 - idle) / max(1, total2 - total)
+
+
+def wait_for_quiet(cpu: str, busy_below: float = 0.05, timeout_s: float = 90.0) -> dict:
+    """Before an in-process measurement: wait until CPU ``cpu`` is idle (a server of the cases still shutting
+    down, or anything else on it, would slow the suite's Python and skew its figures); what was found is recorded."""
+    started = time.monotonic()
+    busy = cpu_busy(cpu, 1.0)
+    while busy >= busy_below and time.monotonic() - started < timeout_s:
+        busy = cpu_busy(cpu, 1.0)
+    return {"cpu_busy_before": round(busy, 3), "waited_s": round(time.monotonic() - started, 1)}
+
+
 def run_suites(suites: list[Suite], args) -> dict:
-    """Each suite in turn; what each did (command, seconds, exit status) goes into run.json."""
+    """Each suite in turn, each after its CPU went quiet; what each did (command, seconds, exit status, how busy
+    the CPU was before it) goes into run.json."""
     done = {}
     for suite in suites:
         if suite.needs_gpu and shutil.which("nvidia-smi") is None:
             done[suite.name] = {"command": suite.script, "seconds": 0, "skipped": "no GPU on this machine"}
             continue
+        quiet = wait_for_quiet(suite.pin or SERVER_CPU)
         command = [str(suite.python), str(BENCH / suite.script), *(suite.quick if args.quick else suite.full)]
         command += ["--json", str(args.out / f"{suite.name}.json")]
         if suite.pin:
@@ -234,6 +261,7 @@ def run_suites(suites: list[Suite], args) -> dict:
             "command": " ".join(command),
             "seconds": round(time.time() - started, 1),
             "rc": rc,
+            **quiet,
         }
         if rc != 0:
             print(f"!! suite {suite.name} failed: {rc}", file=sys.stderr)

@@ -70,12 +70,14 @@ def test_the_report_is_one_runs_with_its_commit_and_verdicts_computed_from_its_f
         )
     )  # fmt: skip
     run = {**report.commit(), "mode": "full", "command": "python benchmarks/run.py", "started": "now"}
-    (results / "run.json").write_text(json.dumps({**run, "elapsed_s": 60, "suites": {}}))
+    suites = {"engine": {"command": "engine_overhead.py", "seconds": 34, "rc": 0, "cpu_busy_before": 0.02}}
+    (results / "run.json").write_text(json.dumps({**run, "elapsed_s": 60, "suites": suites}))
     out = tmp_path / "RESULTS.md"
     report.write_report(results, out, tmp_path / "plots")
     text = out.read_text()
 
     assert f"`{run['commit']}`" in text and "mode **full**" in text
+    assert "- suites: engine (34 s, CPU busy 2% before)" in text  # how quiet the CPU was, as measured
     rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
     transformer = rows[
         "transformer c=16: Ferry / a kserve.Model calling Feast's get_online_features and the predictor over V1, req/s"

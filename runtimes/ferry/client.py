@@ -113,13 +113,14 @@ class AsyncHttp:
         self._client = None
 
     async def start(self) -> None:
-        from ferry.http_client import HttpClient  # (httptools: only where the async path runs)
-
         if self._client is None:
+            from ferry.http_client import HttpClient  # (httptools: only where the async path runs)
+
             self._client = HttpClient(self.base_url, self.timeout_s)
 
     async def call(self, method: str, path: str, body: bytes | None = None) -> Any:
-        await self.start()
+        if self._client is None:  # (per call: no coroutine to await once started)
+            await self.start()
         headers = propagated()
         if body is not None:
             headers["content-type"] = "application/json"
@@ -240,16 +241,17 @@ class AsyncGrpc:
         self._client = None
 
     async def start(self) -> None:
-        from ferry.grpc_client import GrpcClient  # (HTTP/2 and hpack: only where gRPC is spoken)
-
         if self._client is None:
+            from ferry.grpc_client import GrpcClient  # (HTTP/2 and hpack: only where gRPC is spoken)
+
             self._client = GrpcClient(self.target, self.timeout_s, self.max_message_bytes)
 
     async def call(self, method: str, request):
         from ferry.grpc_client import GrpcError
         from ferry.protocol.oip_grpc import METHODS, SERVICE
 
-        await self.start()
+        if self._client is None:  # (per call: no coroutine to await once started)
+            await self.start()
         try:
             answer = await self._client.unary(
                 f"/{SERVICE}/{method}", request.SerializeToString(), propagated()

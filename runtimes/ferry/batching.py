@@ -210,12 +210,14 @@ class DynamicBatcher:
     async def _submit(
         self, inputs: Tensors, rows: int, timeout_s: float, key: tuple | None = None
     ) -> Tensors:
-        self._check_capacity(rows)
+        if not self._accepting or self._queued_rows + rows > self.policy.max_queue_rows:
+            self._check_capacity(rows)  # raises
         loop = self._loop
         if key is None:
             key = tuple([(name, array.shape[1:], array.dtype) for name, array in inputs.items()])
         job = _Job(inputs, rows, key, loop.create_future(), loop.time(), timeout_s)
-        if self._runs_at_once(rows):
+        queued_before = self._queued_rows
+        if not queued_before and self._runs_at_once(rows):
             # Nothing to batch with: compute in the caller's own task (no hand-off to the worker and back).
             job.queued = False
             self._running_batches += 1
@@ -231,8 +233,10 @@ class DynamicBatcher:
             queue = self._queues[key] = collections.deque()
         queue.append(job)
         self._queued_rows += rows
-        self._idle.clear()
-        self._wakeup.set()
+        if not queued_before:
+            # (With rows already queued, the batcher is not idle and the workers were woken for them.)
+            self._idle.clear()
+            self._wakeup.set()
         try:
             return await job.future
         except asyncio.CancelledError:
@@ -365,6 +369,8 @@ class DynamicBatcher:
             if self._fruitless_gathers % FRUITLESS_GATHERS:
                 return
         before = self._queued_rows
+        if before >= self.cost.row_cap:
+            return  # a full batch is already waiting
         for _ in range(GATHER_PASSES):
             seen = self._queued_rows
             # Two yields: the first lets the loop poll its sockets, the second lets the request handlers that
@@ -418,12 +424,20 @@ class DynamicBatcher:
         self.cost.observe(padded, cpu)
         self.metrics.batch(rows, padded, elapsed)
         offset, answered = 0, 0
-        for job in batch:
-            if not job.future.done():
-                end = offset + job.rows
-                job.future.set_result({name: array[offset:end] for name, array in outputs.items()})
-                answered += 1
-            offset += job.rows
+        if len(outputs) == 1:  # the common case, without a dict comprehension's frame per request
+            ((output_name, output),) = outputs.items()
+            for job in batch:
+                if not job.future.done():
+                    job.future.set_result({output_name: output[offset : offset + job.rows]})
+                    answered += 1
+                offset += job.rows
+        else:
+            for job in batch:
+                if not job.future.done():
+                    end = offset + job.rows
+                    job.future.set_result({name: array[offset:end] for name, array in outputs.items()})
+                    answered += 1
+                offset += job.rows
         self.metrics.outcome("ok", answered)
 
     def _bucket(self, rows: int) -> int:

@@ -10,6 +10,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from collections.abc import Awaitable
 
 import numpy as np
 
@@ -202,7 +203,12 @@ class Predictor(Handler):
             )
         return inputs
 
-    async def infer(self, inputs: Tensors, outputs: list[str] | None = None) -> Tensors:
+    def infer(self, inputs: Tensors, outputs: list[str] | None = None) -> Awaitable[Tensors]:
+        """Validate the request, then hand it to the batcher; awaiting the result gives the requested outputs.
+
+        A plain function returning the batcher's awaitable (bad input raises here, at the call): one coroutine
+        frame fewer to create and resume on every request, where a batch of 64 one-row requests spends its
+        engine overhead."""
         if not self.ready:
             raise NotReady(f"model {self.name!r} is not ready")
         rows = self.signature.check_inputs(inputs)
@@ -211,11 +217,10 @@ class Predictor(Handler):
                 f"input {self.signature.inputs[0].name!r}: {rows} rows exceeds the limit of "
                 f"{self.settings.max_request_rows} rows per request"
             )
-        requested = self.signature.check_outputs(outputs)
-        result = await self._batcher.infer(inputs, rows, self._timeout_s, self._batch_key)
-        if requested:
-            return {name: result[name] for name in requested}
-        return result
+        if outputs:
+            requested = self.signature.check_outputs(outputs)
+            return _select(self._batcher.infer(inputs, rows, self._timeout_s, self._batch_key), requested)
+        return self._batcher.infer(inputs, rows, self._timeout_s, self._batch_key)
 
     async def close(self, drain_timeout_s: float = 30.0) -> None:
         self.ready = False
@@ -277,3 +282,8 @@ class Predictor(Handler):
                 },
             }
         return config
+
+
+async def _select(result: Awaitable[Tensors], names: list[str]) -> Tensors:
+    outputs = await result
+    return {name: outputs[name] for name in names}

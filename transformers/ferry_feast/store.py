@@ -185,7 +185,7 @@ class SdkFeatures:
         if unknown:
             raise ValueError(f"features {unknown} are not in the feature repo; it has {sorted(known)}")
         self._keys = [ref.replace(":", "__") for ref in self.features]
-        self._online_reader = OnlineReader.plan(self._store, self.features)
+        self._online_reader = OnlineReader.plan(self._store, self.features, self.timeout_s)
         self._fail_fast_on_redis()
         # The first lookup opens connections and loads the registry: pay for it before reporting ready.
         self._read(["__warmup__"])
@@ -243,19 +243,19 @@ class OnlineReader:
     one entity, ``get_online_features`` does exactly these reads (Feast 0.67 checks no TTL online) and then
     spends ~35 us per entity building and converting protobuf responses, more than the SQLite query or Redis
     round trip itself (benchmarks/transformer_latency.py). Anything else (on-demand views, several join keys)
-    keeps the SDK path: ``plan`` returns None."""
+    keeps the SDK path: ``plan`` returns None. The SQLite store is read by ``SqliteRows``."""
 
-    def __init__(self, online_store, config, reads: list, id_field: str, id_type, features: list[str]):
-        self.online_store = online_store
-        self.config = config
+    def __init__(self, rows, reads: list, id_field: str, id_type, features: list[str]):
+        self.rows = rows  # (feature view, entity keys, names) -> per entity: {name: ValueProto} or None
         self.reads = reads  # (feature view, its requested feature names)
         self.id_field = id_field
         self.id_type = id_type
         self.features = features
 
     @classmethod
-    def plan(cls, store, features: list[str]) -> OnlineReader | None:
+    def plan(cls, store, features: list[str], timeout_s: float = 2.0) -> OnlineReader | None:
         from feast.errors import FeatureViewNotFoundException
+        from feast.infra.online_stores.sqlite import SqliteOnlineStore
 
         by_view: dict[str, list[str]] = {}
         for ref in features:
@@ -275,28 +275,120 @@ class OnlineReader:
             return None
         id_field, id_type = _ID_FIELDS[id_types.pop()]
         online_store = store._get_provider().online_store  # Feast has no public handle on it
-        return cls(online_store, store.config, reads, id_field, id_type, features)
+        rows = None
+        if isinstance(online_store, SqliteOnlineStore):
+            rows = SqliteRows.open(online_store, store.config, timeout_s)
+        if rows is None:
+            rows = _StoreRows(online_store, store.config)
+        return cls(rows, reads, id_field, id_type, features)
 
     def read(self, ids: list[str]) -> list[list[Any]]:
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-        from feast.protos.feast.types.Value_pb2 import Value
-
         try:
-            values = [Value(**{self.id_field: self.id_type(entity)}) for entity in ids]
+            entities = [self.id_type(entity) for entity in ids]
         except ValueError:
             raise InvalidInput(
                 f"customer ids must be integers for this feature repo, got {ids[:5]}"
             ) from None
-        keys = [EntityKey(join_keys=[ENTITY_KEY], entity_values=[value]) for value in values]
         columns: dict[str, list[Any]] = {}
         for view, names in self.reads:
-            # A copy: Feast's Redis store appends its timestamp key to the list it is given.
-            rows = self.online_store.online_read(
-                config=self.config, table=view, entity_keys=keys, requested_features=list(names)
-            )
+            found = self.rows(view, entities, names, self.id_field)
             for name in names:
-                columns[f"{view.name}:{name}"] = [_python_value(found, name) for _, found in rows]
+                columns[f"{view.name}:{name}"] = [_python_value(values, name) for values in found]
         return [columns[ref] for ref in self.features]
+
+
+def _entity_key(id_field: str, entity):
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    return EntityKey(join_keys=[ENTITY_KEY], entity_values=[Value(**{id_field: entity})])
+
+
+class _StoreRows:
+    """Rows through the online store's own ``online_read`` (Redis, and any other store)."""
+
+    def __init__(self, online_store, config):
+        self.online_store = online_store
+        self.config = config
+
+    def __call__(self, view, entities: list, names: list[str], id_field: str) -> list[dict | None]:
+        keys = [_entity_key(id_field, entity) for entity in entities]
+        # A copy of the names: Feast's Redis store appends its timestamp key to the list it is given.
+        rows = self.online_store.online_read(
+            config=self.config, table=view, entity_keys=keys, requested_features=list(names)
+        )
+        return [found for _, found in rows]
+
+
+class SqliteRows:
+    """The SQLite online store's rows, read from the table Feast materialises into (same file, table name and
+    entity key serialisation, all from Feast itself), without what ``SqliteOnlineStore.online_read`` spends per
+    row on values nobody reads online: it selects every feature of an entity and parses each row's timestamp
+    into a timezone-aware datetime (more than half of a 16-id read). This selects only the requested features
+    and no timestamps, on a read-only connection per worker thread (no shared connection to serialise on), with
+    SQLite's busy timeout bounded by the lookup's own timeout. Serialised entity keys are kept per id (bounded)."""
+
+    KEY_CACHE_SIZE = 65536
+
+    def __init__(self, path: str, config, timeout_s: float):
+        import threading
+
+        from feast.infra.key_encoding_utils import serialize_entity_key
+        from feast.infra.online_stores.sqlite import _quote_id, _table_id
+
+        self.path = path
+        self.config = config
+        self.timeout_s = timeout_s
+        self._local = threading.local()
+        self._serialize = serialize_entity_key
+        self._table = lambda view: _quote_id(
+            _table_id(config.project, view, config.registry.enable_online_feature_view_versioning)
+        )
+        self._keys: dict = {}
+
+    @classmethod
+    def open(cls, online_store, config, timeout_s: float) -> SqliteRows | None:
+        path = online_store._get_db_path(config)
+        # Not materialised yet: Feast's own read creates the file (and finds nothing); leave that to it.
+        return cls(path, config, timeout_s) if Path(path).is_file() else None
+
+    def _connection(self):
+        import sqlite3
+
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            uri = f"{Path(self.path).resolve().as_uri()}?mode=ro"
+            connection = sqlite3.connect(uri, uri=True, timeout=self.timeout_s, check_same_thread=False)
+            self._local.connection = connection
+        return connection
+
+    def _key(self, entity, id_field: str) -> bytes:
+        key = self._keys.get(entity)
+        if key is None:
+            if len(self._keys) >= self.KEY_CACHE_SIZE:
+                self._keys.clear()
+            key = self._keys[entity] = self._serialize(
+                _entity_key(id_field, entity),
+                entity_key_serialization_version=self.config.entity_key_serialization_version,
+            )
+        return key
+
+    def __call__(self, view, entities: list, names: list[str], id_field: str) -> list[dict | None]:
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        keys = [self._key(entity, id_field) for entity in entities]
+        unique = list(dict.fromkeys(keys))
+        query = (
+            f"SELECT entity_key, feature_name, value FROM {self._table(view)} "
+            f"WHERE entity_key IN ({','.join('?' * len(unique))}) "
+            f"AND feature_name IN ({','.join('?' * len(names))})"
+        )
+        found: dict[bytes, dict] = {}
+        for key, name, blob in self._connection().execute(query, [*unique, *names]):
+            value = Value()
+            value.ParseFromString(blob)
+            found.setdefault(key, {})[name] = value
+        return [found.get(key) for key in keys]
 
 
 def _python_value(found: dict | None, name: str) -> Any:

@@ -9,8 +9,8 @@ import asyncio
 import logging
 import os
 import time
-from pathlib import Path
 from collections.abc import Awaitable
+from pathlib import Path
 
 import numpy as np
 

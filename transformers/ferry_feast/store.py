@@ -297,11 +297,11 @@ class OnlineReader:
         return [columns[ref] for ref in self.features]
 
 
-def _entity_key(id_field: str, entity):
+def _entity_keys(id_field: str, entities: list) -> list:
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey
     from feast.protos.feast.types.Value_pb2 import Value
 
-    return EntityKey(join_keys=[ENTITY_KEY], entity_values=[Value(**{id_field: entity})])
+    return [EntityKey(join_keys=[ENTITY_KEY], entity_values=[Value(**{id_field: e})]) for e in entities]
 
 
 class _StoreRows:
@@ -312,7 +312,7 @@ class _StoreRows:
         self.config = config
 
     def __call__(self, view, entities: list, names: list[str], id_field: str) -> list[dict | None]:
-        keys = [_entity_key(id_field, entity) for entity in entities]
+        keys = _entity_keys(id_field, entities)
         # A copy of the names: Feast's Redis store appends its timestamp key to the list it is given.
         rows = self.online_store.online_read(
             config=self.config, table=view, entity_keys=keys, requested_features=list(names)
@@ -368,7 +368,7 @@ class SqliteRows:
             if len(self._keys) >= self.KEY_CACHE_SIZE:
                 self._keys.clear()
             key = self._keys[entity] = self._serialize(
-                _entity_key(id_field, entity),
+                _entity_keys(id_field, [entity])[0],
                 entity_key_serialization_version=self.config.entity_key_serialization_version,
             )
         return key

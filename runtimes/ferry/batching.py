@@ -210,8 +210,7 @@ class DynamicBatcher:
     async def _submit(
         self, inputs: Tensors, rows: int, timeout_s: float, key: tuple | None = None
     ) -> Tensors:
-        if not self._accepting or self._queued_rows + rows > self.policy.max_queue_rows:
-            self._check_capacity(rows)  # raises
+        self._check_capacity(rows)
         loop = self._loop
         if key is None:
             key = tuple([(name, array.shape[1:], array.dtype) for name, array in inputs.items()])
@@ -424,20 +423,12 @@ class DynamicBatcher:
         self.cost.observe(padded, cpu)
         self.metrics.batch(rows, padded, elapsed)
         offset, answered = 0, 0
-        if len(outputs) == 1:  # the common case, without a dict comprehension's frame per request
-            ((output_name, output),) = outputs.items()
-            for job in batch:
-                if not job.future.done():
-                    job.future.set_result({output_name: output[offset : offset + job.rows]})
-                    answered += 1
-                offset += job.rows
-        else:
-            for job in batch:
-                if not job.future.done():
-                    end = offset + job.rows
-                    job.future.set_result({name: array[offset:end] for name, array in outputs.items()})
-                    answered += 1
-                offset += job.rows
+        for job in batch:
+            if not job.future.done():
+                end = offset + job.rows
+                job.future.set_result({name: array[offset:end] for name, array in outputs.items()})
+                answered += 1
+            offset += job.rows
         self.metrics.outcome("ok", answered)
 
     def _bucket(self, rows: int) -> int:

@@ -217,10 +217,9 @@ class Predictor(Handler):
                 f"input {self.signature.inputs[0].name!r}: {rows} rows exceeds the limit of "
                 f"{self.settings.max_request_rows} rows per request"
             )
-        if outputs:
-            requested = self.signature.check_outputs(outputs)
-            return _select(self._batcher.infer(inputs, rows, self._timeout_s, self._batch_key), requested)
-        return self._batcher.infer(inputs, rows, self._timeout_s, self._batch_key)
+        requested = self.signature.check_outputs(outputs) if outputs else None  # (before any work is queued)
+        result = self._batcher.infer(inputs, rows, self._timeout_s, self._batch_key)
+        return _select(result, requested) if requested else result
 
     async def close(self, drain_timeout_s: float = 30.0) -> None:
         self.ready = False

@@ -50,7 +50,7 @@ def test_the_sqlite_reader_sees_new_writes_and_only_the_features_asked_for(tmp_p
     assert isinstance(reader.rows, SqliteRows)
     before = reader.read(["C00007", "C00007"])  # the same id twice gets the same values twice
     assert before[0][0] == before[0][1] is not None
-    found = reader.rows(store.get_feature_view("customer_stats"), ["C00007"], ["tenure"], "string_val")
+    found = reader.rows(store.get_feature_view("customer_stats"), ["C00007"], ["tenure"])
     assert list(found[0]) == ["tenure"]
 
     row = {

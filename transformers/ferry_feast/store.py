@@ -245,10 +245,9 @@ class OnlineReader:
     round trip itself (benchmarks/transformer_latency.py). Anything else (on-demand views, several join keys)
     keeps the SDK path: ``plan`` returns None. The SQLite store is read by ``SqliteRows``."""
 
-    def __init__(self, rows, reads: list, id_field: str, id_type, features: list[str]):
-        self.rows = rows  # (feature view, entity keys, names) -> per entity: {name: ValueProto} or None
+    def __init__(self, rows, reads: list, id_type, features: list[str]):
+        self.rows = rows  # (feature view, entities, names) -> per entity: {name: ValueProto} or None
         self.reads = reads  # (feature view, its requested feature names)
-        self.id_field = id_field
         self.id_type = id_type
         self.features = features
 
@@ -277,10 +276,10 @@ class OnlineReader:
         online_store = store._get_provider().online_store  # Feast has no public handle on it
         rows = None
         if isinstance(online_store, SqliteOnlineStore):
-            rows = SqliteRows.open(online_store, store.config, timeout_s)
+            rows = SqliteRows.open(online_store, store.config, id_field, timeout_s)
         if rows is None:
-            rows = _StoreRows(online_store, store.config)
-        return cls(rows, reads, id_field, id_type, features)
+            rows = _StoreRows(online_store, store.config, id_field)
+        return cls(rows, reads, id_type, features)
 
     def read(self, ids: list[str]) -> list[list[Any]]:
         try:
@@ -291,7 +290,7 @@ class OnlineReader:
             ) from None
         columns: dict[str, list[Any]] = {}
         for view, names in self.reads:
-            found = self.rows(view, entities, names, self.id_field)
+            found = self.rows(view, entities, names)
             for name in names:
                 columns[f"{view.name}:{name}"] = [_python_value(values, name) for values in found]
         return [columns[ref] for ref in self.features]
@@ -307,12 +306,13 @@ def _entity_keys(id_field: str, entities: list) -> list:
 class _StoreRows:
     """Rows through the online store's own ``online_read`` (Redis, and any other store)."""
 
-    def __init__(self, online_store, config):
+    def __init__(self, online_store, config, id_field: str):
         self.online_store = online_store
         self.config = config
+        self.id_field = id_field
 
-    def __call__(self, view, entities: list, names: list[str], id_field: str) -> list[dict | None]:
-        keys = _entity_keys(id_field, entities)
+    def __call__(self, view, entities: list, names: list[str]) -> list[dict | None]:
+        keys = _entity_keys(self.id_field, entities)
         # A copy of the names: Feast's Redis store appends its timestamp key to the list it is given.
         rows = self.online_store.online_read(
             config=self.config, table=view, entity_keys=keys, requested_features=list(names)
@@ -330,15 +330,18 @@ class SqliteRows:
 
     KEY_CACHE_SIZE = 65536
 
-    def __init__(self, path: str, config, timeout_s: float):
+    def __init__(self, path: str, config, id_field: str, timeout_s: float):
         import threading
 
         from feast.infra.key_encoding_utils import serialize_entity_key
         from feast.infra.online_stores.sqlite import _quote_id, _table_id
+        from feast.protos.feast.types.Value_pb2 import Value
 
         self.path = path
         self.config = config
+        self.id_field = id_field
         self.timeout_s = timeout_s
+        self._value = Value
         self._local = threading.local()
         self._serialize = serialize_entity_key
         self._table = lambda view: _quote_id(
@@ -347,10 +350,10 @@ class SqliteRows:
         self._keys: dict = {}
 
     @classmethod
-    def open(cls, online_store, config, timeout_s: float) -> SqliteRows | None:
+    def open(cls, online_store, config, id_field: str, timeout_s: float) -> SqliteRows | None:
         path = online_store._get_db_path(config)
         # Not materialised yet: Feast's own read creates the file (and finds nothing); leave that to it.
-        return cls(path, config, timeout_s) if Path(path).is_file() else None
+        return cls(path, config, id_field, timeout_s) if Path(path).is_file() else None
 
     def _connection(self):
         import sqlite3
@@ -362,21 +365,19 @@ class SqliteRows:
             self._local.connection = connection
         return connection
 
-    def _key(self, entity, id_field: str) -> bytes:
+    def _key(self, entity) -> bytes:
         key = self._keys.get(entity)
         if key is None:
             if len(self._keys) >= self.KEY_CACHE_SIZE:
                 self._keys.clear()
             key = self._keys[entity] = self._serialize(
-                _entity_keys(id_field, [entity])[0],
+                _entity_keys(self.id_field, [entity])[0],
                 entity_key_serialization_version=self.config.entity_key_serialization_version,
             )
         return key
 
-    def __call__(self, view, entities: list, names: list[str], id_field: str) -> list[dict | None]:
-        from feast.protos.feast.types.Value_pb2 import Value
-
-        keys = [self._key(entity, id_field) for entity in entities]
+    def __call__(self, view, entities: list, names: list[str]) -> list[dict | None]:
+        keys = [self._key(entity) for entity in entities]
         unique = list(dict.fromkeys(keys))
         query = (
             f"SELECT entity_key, feature_name, value FROM {self._table(view)} "
@@ -385,7 +386,7 @@ class SqliteRows:
         )
         found: dict[bytes, dict] = {}
         for key, name, blob in self._connection().execute(query, [*unique, *names]):
-            value = Value()
+            value = self._value()
             value.ParseFromString(blob)
             found.setdefault(key, {})[name] = value
         return [found.get(key) for key in keys]

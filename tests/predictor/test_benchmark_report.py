@@ -49,6 +49,15 @@ def test_the_report_is_one_runs_with_its_commit_and_verdicts_computed_from_its_f
     (results / "engine.json").write_text(
         json.dumps({"overhead_64_requests_pct": 12.5, "engine_own_overhead_64_requests_pct": 8.0})
     )
+    one_client = {
+        "small-v2json": {"rounds": 3, "seconds": 2, "p50_on_us": [120, 130, 110], "p50_off_us": [110, 120, 115],
+                         "p50_ratio_median": 1.04, "mean_latency_ratio_median": 1.02},
+        "large-v2json": {"rounds": 3, "seconds": 2, "p50_on_us": [700, 720, 690], "p50_off_us": [580, 600, 590],
+                         "p50_ratio_median": 1.2, "mean_latency_ratio_median": 1.18},
+    }  # fmt: skip
+    (results / "one-client.json").write_text(
+        json.dumps({"command": "benchmarks/one_client.py --rounds 3", "cases": one_client})
+    )
     config = {"store": "sqlite", "mode": "remote v2", "p50": 1.0, "p99": 2.0, "rps": 8000}
     configs = [
         {**config, "server": "ferry", "added_p50_ms": 0.5, "added_p99_ms": 1.2},
@@ -90,6 +99,17 @@ def test_the_report_is_one_runs_with_its_commit_and_verdicts_computed_from_its_f
     engine = [line for name, line in rows.items() if name.startswith("engine in process: 64 one-row")]
     assert "beyond the 64 asyncio tasks" in engine[0] and "| 8.00 | <= 10 | PASS |" in engine[0]
     assert "all in (for reference)" in engine[1] and "| 12.50 | <= 10 | MISS |" in engine[1]
+    # One client: the median of the rounds measured in turns, never the cases' c=1 points.
+    small = rows[
+        "small-v2json c=1: p50 batching on / off (the batcher's cost to one client), median of 3 rounds measured "
+        "in turns"
+    ]
+    assert "| 1.04 | <= 1.1 | PASS |" in small
+    large = [
+        line for name, line in rows.items() if name.startswith("large-v2json c=1: p50 batching on / off")
+    ]
+    assert "| 1.20 | <= 1.1 | MISS |" in large[0]
+    assert "| small-v2json | 3 × 2 s | 120 | 115 | 1.040 | 1.020 |" in text
     # The transformer's latency targets, per host: each the worst of that host's configurations.
     on_ferry = [line for name, line in rows.items() if name.startswith("transformer on Ferry's server")]
     assert (

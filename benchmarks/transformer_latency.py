@@ -188,6 +188,9 @@ def main() -> int:
     parser.add_argument(
         "--quick", action="store_true", help="fewer configurations (SQLite/Redis x remote/collocated)"
     )
+    parser.add_argument(
+        "--servers", default="ferry,kserve", help="development: only configurations on these hosts"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here (benchmarks/run.py's suite)")
     args = parser.parse_args()
     if shutil.which("wrk") is None or shutil.which("redis-server") is None:
@@ -253,6 +256,7 @@ def main() -> int:
                 ),
                 ("sqlite", "collocated", "kserve", [f"--collocated_model_dir={model_dir}"]),
             ]
+        configs = [config for config in configs if config[2] in args.servers.split(",")]
         example_features = [24, 65.5, 1572.0, 1]
         direct = wrk(
             f"http://{predictor}/v1/models/churn:predict",

@@ -351,10 +351,18 @@ def test_inside_kserve_model_server_start_up_objects_are_left_out_of_garbage_col
     # ModelServer's heap (fastapi, pydantic, grpc, and Feast's for the transformer) is larger than the lean
     # server's, so a full collection would pause it longer: Ferry's model freezes it once loaded.
     found = re.search(
-        r"model churn loaded \((\d+) start-up objects left out of garbage collection\)", kserve_server.log()
+        r"model churn loaded \((\d+) start-up objects left out of garbage collection[;)]", kserve_server.log()
     )
     assert found, kserve_server.log()[-2000:]
     assert int(found.group(1)) > 50_000
+
+
+def test_inside_kserve_model_server_the_event_loop_is_the_one_its_event_loop_flag_names(kserve_server):
+    # KServe's --event-loop defaults to 'auto' (uvloop when installed), but with one worker ModelServer serves
+    # through asyncio.run on asyncio's default loop; Ferry makes the flag's choice real.
+    found = re.search(r"model churn loaded \(.*; event loop ([\w.]+)\)", kserve_server.log())
+    assert found, kserve_server.log()[-2000:]
+    assert found.group(1) == "uvloop.Loop"
 
 
 def _samples(text: str, name: str) -> dict[str, float]:

@@ -12,6 +12,7 @@ repository, KServe's middlewares, interceptors and metrics) stays KServe's."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 
@@ -66,7 +67,11 @@ class FerryKServeModel(kserve.Model):
     async def start_engine(self):
         await self.handler.load()
         frozen = freeze_startup_objects()  # ModelServer's, Feast's and the model's objects: see ferry.heap
-        log.info("model %s loaded (%d start-up objects left out of garbage collection)", self.name, frozen)
+        loop = type(asyncio.get_running_loop())
+        log.info(
+            "model %s loaded (%d start-up objects left out of garbage collection; event loop %s.%s)",
+            self.name, frozen, loop.__module__, loop.__qualname__,
+        )  # fmt: skip
 
     async def healthy(self) -> bool:
         return self.handler.ready
@@ -191,9 +196,11 @@ def serve_with_kserve(handlers, http_port: int, grpc_port: int = 0) -> int:
     # Imported here: kserve.model_server parses sys.argv when imported.
     from kserve import ModelServer
     from kserve.model_server import app
+    from kserve.model_server import args as kserve_args
     from kserve.protocol.grpc import server as kserve_grpc_server
 
     repository = handlers if isinstance(handlers, Repository) else Repository(list(handlers))
+    _use_kserve_event_loop(kserve_args.event_loop)
     app.router.routes[:0] = ferry_inference_routes(repository)  # matched before the routes ModelServer adds
     # ModelServer builds its gRPC server's servicer from this name when it starts.
     kserve_grpc_server.InferenceServicer = ferry_inference_servicer(repository)
@@ -202,3 +209,21 @@ def serve_with_kserve(handlers, http_port: int, grpc_port: int = 0) -> int:
         http_port=http_port, grpc_port=grpc_port or 8081, workers=1, enable_grpc=bool(grpc_port)
     ).start([FerryKServeModel(handler) for handler in repository])
     return 0
+
+
+def _use_kserve_event_loop(choice: str) -> None:
+    """The event loop KServe's ``--event-loop`` names ('auto', its default: uvloop when installed). With one
+    worker, ModelServer serves through ``asyncio.run`` and hands the choice only to uvicorn's own runner, which it
+    does not use, so without this it always runs on asyncio's default loop (its transport writes and callbacks are
+    about a sixth of a request's CPU time in ModelServer, the py-spy budgets in benchmarks/RESULTS.md)."""
+    if choice == "asyncio":
+        return
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    # ModelServer first asks for the current loop (uvloop's policy makes none on demand, asyncio's does).
+    asyncio.set_event_loop(asyncio.new_event_loop())

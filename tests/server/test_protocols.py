@@ -357,9 +357,9 @@ def test_inside_kserve_model_server_start_up_objects_are_left_out_of_garbage_col
     assert int(found.group(1)) > 50_000
 
 
-def test_inside_kserve_model_server_the_event_loop_is_the_one_its_event_loop_flag_names(kserve_server):
+def test_inside_kserve_model_server_the_event_loop_is_uvloop(kserve_server):
     # KServe's --event-loop defaults to 'auto' (uvloop when installed), but with one worker ModelServer serves
-    # through asyncio.run on asyncio's default loop; Ferry makes the flag's choice real.
+    # through asyncio.run on asyncio's default loop; Ferry makes the default's choice real.
     found = re.search(r"model churn loaded \(.*; event loop ([\w.]+)\)", kserve_server.log())
     assert found, kserve_server.log()[-2000:]
     assert found.group(1) == "uvloop.Loop"

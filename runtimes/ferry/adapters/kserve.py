@@ -196,11 +196,10 @@ def serve_with_kserve(handlers, http_port: int, grpc_port: int = 0) -> int:
     # Imported here: kserve.model_server parses sys.argv when imported.
     from kserve import ModelServer
     from kserve.model_server import app
-    from kserve.model_server import args as kserve_args
     from kserve.protocol.grpc import server as kserve_grpc_server
 
     repository = handlers if isinstance(handlers, Repository) else Repository(list(handlers))
-    _use_kserve_event_loop(kserve_args.event_loop)
+    _use_uvloop()
     app.router.routes[:0] = ferry_inference_routes(repository)  # matched before the routes ModelServer adds
     # ModelServer builds its gRPC server's servicer from this name when it starts.
     kserve_grpc_server.InferenceServicer = ferry_inference_servicer(repository)
@@ -211,18 +210,14 @@ def serve_with_kserve(handlers, http_port: int, grpc_port: int = 0) -> int:
     return 0
 
 
-def _use_kserve_event_loop(choice: str) -> None:
-    """The event loop KServe's ``--event-loop`` names ('auto', its default: uvloop when installed). With one
-    worker, ModelServer serves through ``asyncio.run`` and hands the choice only to uvicorn's own runner, which it
-    does not use, so without this it always runs on asyncio's default loop (its transport writes and callbacks are
-    about a sixth of a request's CPU time in ModelServer, the py-spy budgets in benchmarks/RESULTS.md)."""
-    if choice == "asyncio":
-        return
+def _use_uvloop() -> None:
+    """uvloop, the loop KServe's own default (``--event-loop=auto``: uvloop when installed) names. With one
+    worker, ModelServer serves through ``asyncio.run`` and hands that choice only to uvicorn's own runner, which
+    it does not use, so without this it runs on asyncio's default loop (whose transport writes and callbacks are
+    about a sixth of a request's CPU time in ModelServer: the py-spy budgets in benchmarks/RESULTS.md)."""
     try:
         import uvloop
-    except ImportError:
-        if choice == "uvloop":
-            raise
+    except ImportError:  # pragma: no cover - every Ferry environment has uvloop; asyncio's loop also works
         return
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     # ModelServer first asks for the current loop (uvloop's policy makes none on demand, asyncio's does).

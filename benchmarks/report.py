@@ -170,6 +170,8 @@ def miss_notes(rows: list[tuple], records: dict, suites: dict) -> list[str]:
             "  `request_cost.py`); the figures per case:",
             *large_budget(records, suites),
         ]
+    if any(name.startswith("transformer inside kserve.ModelServer") for name in missed):
+        out += transformer_host_note(suites.get("transformer", {}))
     for ferry, stock, label in HOSTS:
         if any(label in name for name in missed):
             out.append(f"- *{label}*: µs of the server's core per request at c=64 (1e6 / req/s):")
@@ -192,6 +194,43 @@ def miss_notes(rows: list[tuple], records: dict, suites: dict) -> list[str]:
             f"- run-to-run spread at c=64 in this run (best / worst run - 1, over {len(spread)} points): median "
             f"{sorted(spread)[len(spread) // 2] * 100:.1f} %, largest {max(spread) * 100:.1f} %."
         )
+    return out
+
+
+def transformer_host_note(data: dict, added_p50_ms: float = 2.0) -> list[str]:
+    """The transformer inside kserve.ModelServer against the same configuration on Ferry's server: with a fixed
+    number of connections, each waiting for its answer, a request's mean time is connections / req/s (Little's
+    law), so the added-p50 target is a rate, and the rate a time per request."""
+    configs, direct = data.get("configs", []), data.get("direct", {})
+    if not configs or not direct.get("p50"):
+        return []
+    connections = data["connections"]
+    needed = connections / ((direct["p50"] + added_p50_ms) / 1e3)
+    out = [
+        f"- *transformer inside kserve.ModelServer*: at {connections} connections a request's mean time is "
+        f"connections / req/s (Little's law). An added p50 of {added_p50_ms:g} ms over the predictor's "
+        f"{direct['p50']:.2f} ms needs {needed:,.0f} req/s, {1e6 / needed:.0f} µs per request:"
+    ]
+    for hosted in (c for c in configs if c["server"] == "kserve"):
+        lean = next(
+            (
+                c
+                for c in configs
+                if c["server"] == "ferry" and (c["store"], c["mode"]) == (hosted["store"], hosted["mode"])
+            ),
+            None,
+        )
+        line = (
+            f"  - {hosted['store']}, {hosted['mode']}: {hosted['rps']:,.0f} req/s, {1e6 / hosted['rps']:.0f} µs per "
+            f"request ({connections} / req/s = {connections / hosted['rps'] * 1e3:.2f} ms; measured p50 "
+            f"{hosted['p50']:.2f} ms)"
+        )
+        if lean:
+            line += (
+                f"; the same transformer on Ferry's server {1e6 / lean['rps']:.0f} µs, so the host's request "
+                f"handling takes {1e6 / hosted['rps'] - 1e6 / lean['rps']:.0f} µs"
+            )
+        out.append(line)
     return out
 
 

@@ -62,7 +62,7 @@ def test_the_report_is_one_runs_with_its_commit_and_verdicts_computed_from_its_f
     configs = [
         {**config, "server": "ferry", "added_p50_ms": 0.5, "added_p99_ms": 1.2},
         {**config, "server": "ferry", "mode": "collocated", "added_p50_ms": 1.5, "added_p99_ms": 1.0},
-        {**config, "server": "kserve", "added_p50_ms": 3.0, "added_p99_ms": 9.0},
+        {**config, "server": "kserve", "rps": 4000, "added_p50_ms": 3.0, "added_p99_ms": 9.0},
     ]
     shape = {"p50": 1.0, "p99": 2.0, "errors": 0}
     (results / "transformer.json").write_text(  # labelled as transformer_latency.py labels its two shapes
@@ -124,6 +124,11 @@ def test_the_report_is_one_runs_with_its_commit_and_verdicts_computed_from_its_f
         line for name, line in rows.items() if name.startswith("transformer inside kserve.ModelServer")
     ]
     assert "| 3.00 | <= 2.0 | MISS |" in in_kserve[0] and "| 9.00 | <= 10.0 | PASS |" in in_kserve[1]
+    # The transformer inside the host misses: the rate the target needs (Little's law, 16 connections over the
+    # predictor's 0.5 ms + 2 ms), and the host's share of a request beside the same configuration on Ferry's.
+    assert "needs 6,400 req/s, 156 µs per request" in text
+    assert "sqlite, remote v2: 4,000 req/s, 250 µs per request" in text
+    assert "on Ferry's server 125 µs, so the host's request handling takes 125 µs" in text
     # A miss comes with this run's own figures, never with text typed into the generator.
     assert "small-grpc: Ferry inside 1250, the host's own 1000" in text
     assert "run-to-run spread at c=64 in this run" in text

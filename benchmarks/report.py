@@ -170,6 +170,16 @@ def miss_notes(rows: list[tuple], records: dict, suites: dict) -> list[str]:
             "  `request_cost.py`); the figures per case:",
             *large_budget(records, suites),
         ]
+    engine = suites.get("engine", {})
+    if any("beyond the 64 asyncio tasks" in name for name in missed) and engine.get("raw_batch64_us"):
+        raw, floor = engine["raw_batch64_us"], engine["asyncio_64_waiting_tasks_us"]
+        own = engine["engine_64_requests_batch64_us"] - floor - raw
+        out.append(
+            f"- *engine, 64 one-row requests*: a batch of 64 took {engine['engine_64_requests_batch64_us']:.0f} µs "
+            f"through the engine, the raw call {raw:.0f} µs and 64 asyncio tasks awaiting a future each "
+            f"{floor:.0f} µs: the engine's own {own:.0f} µs is {own / 64:.1f} µs per request, where 10 % of the raw "
+            f"call allows {raw * 0.1 / 64:.1f} (validation, the job and its queue, the merge, the split)."
+        )
     if any(name.startswith("transformer inside kserve.ModelServer") for name in missed):
         out += transformer_host_note(suites.get("transformer", {}))
     for ferry, stock, label in HOSTS:

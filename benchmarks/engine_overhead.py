@@ -95,12 +95,6 @@ async def measure(model_dir: Path, seconds: float) -> dict:
         results[f"c1_p50_us_batching_{tag}"] = statistics.median(samples) * 1e6
         results[f"c1_p99_us_batching_{tag}"] = float(np.percentile(samples, 99)) * 1e6
     predictor = predictors["on"]
-    raw_samples, engine_samples = [], []
-    for _ in range(10):
-        raw_samples += time_loop(lambda: session.run(None, {"input-0": batch}), seconds / 10)
-        engine_samples += await atime_loop(lambda p=predictor: p.infer({"input-0": batch}), seconds / 10)
-    results["raw_batch64_us"] = statistics.median(raw_samples) * 1e6
-    results["engine_one_request_batch64_us"] = statistics.median(engine_samples) * 1e6
     rows = [batch[i : i + 1] for i in range(64)]
 
     async def burst(p=predictor, rows=rows):
@@ -116,12 +110,17 @@ async def measure(model_dir: Path, seconds: float) -> dict:
     async def burst_of_waiters():
         await asyncio.gather(*(waiter() for _ in range(64)))
 
-    # The floor of 64 concurrent requests in any asyncio server, engine or not: 64 tasks, each awaiting a future
-    # that the loop resolves. Measured in alternating slices with the engine's burst.
-    many, floor = [], []
+    # The raw batch, one 64-row request, 64 one-row requests, and the floor of 64 concurrent requests in any
+    # asyncio server, engine or not (64 tasks, each awaiting a future that the loop resolves): all four in the
+    # same alternating slices, so that every ratio between them compares the same stretches of the machine's time.
+    raw_samples, engine_samples, many, floor = [], [], [], []
     for _ in range(10):
+        raw_samples += time_loop(lambda: session.run(None, {"input-0": batch}), seconds / 10)
+        engine_samples += await atime_loop(lambda p=predictor: p.infer({"input-0": batch}), seconds / 10)
         many += await atime_loop(burst, seconds / 10)
         floor += await atime_loop(burst_of_waiters, seconds / 10)
+    results["raw_batch64_us"] = statistics.median(raw_samples) * 1e6
+    results["engine_one_request_batch64_us"] = statistics.median(engine_samples) * 1e6
     results["engine_64_requests_batch64_us"] = statistics.median(many) * 1e6
     results["asyncio_64_waiting_tasks_us"] = statistics.median(floor) * 1e6
     for predictor in predictors.values():

@@ -67,18 +67,15 @@ class BatchingPolicy:
 
 
 class _Job:
-    __slots__ = ("deadline", "enqueued", "future", "inputs", "key", "queued", "rows", "timeout_s")
+    # As few fields as a request needs: 64 one-row requests make 64 of these per batch.
+    __slots__ = ("deadline", "enqueued", "future", "inputs", "queued", "rows")
 
-    def __init__(
-        self, inputs: Tensors, rows: int, key: tuple, future: asyncio.Future, now: float, timeout_s: float
-    ):
+    def __init__(self, inputs: Tensors, rows: int, future: asyncio.Future, now: float, deadline: float):
         self.inputs = inputs
         self.rows = rows
-        self.key = key
         self.future = future
         self.enqueued = now
-        self.timeout_s = timeout_s
-        self.deadline = now + timeout_s
+        self.deadline = deadline
         self.queued = True
 
 
@@ -170,18 +167,42 @@ class DynamicBatcher:
         """Run ``rows`` rows through the model; the awaitable gives outputs with exactly those rows.
 
         ``key`` is the batch key (name, row shape, dtype per input) when the caller already knows it (a model
-        with a fixed signature), so it is not rebuilt per request. A plain function returning the coroutine:
-        one coroutine frame fewer to create and resume on every request."""
-        if rows <= self.policy.batch_rows:
-            return self._submit(inputs, rows, timeout_s, key)
-        return self._infer_chunked(inputs, rows, timeout_s)
+        with a fixed signature), so it is not rebuilt per request.
+
+        A plain function, not a coroutine: a queued request's awaitable is its job's future, so a request costs
+        no coroutine frame of its own to create and resume (64 one-row requests spend the engine's overhead
+        here). A caller that goes away cancels that future; the worker and the deadline sweep take cancelled
+        jobs out of the queue without computing them."""
+        if rows > self.policy.batch_rows:
+            return self._infer_chunked(inputs, rows, timeout_s)
+        queued_before = self._queued_rows
+        if not self._accepting or queued_before + rows > self.policy.max_queue_rows:
+            self._refuse()
+        loop = self._loop
+        now = loop.time()
+        job = _Job(inputs, rows, loop.create_future(), now, now + timeout_s)
+        if not queued_before and self._runs_at_once(rows):
+            return self._run_now(job)
+        if key is None:
+            key = tuple([(name, array.shape[1:], array.dtype) for name, array in inputs.items()])
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = collections.deque()
+        queue.append(job)
+        self._queued_rows = queued_before + rows
+        if not queued_before:
+            # (With rows already queued, the batcher is not idle and the workers were woken for them.)
+            self._idle.clear()
+            self._wakeup.set()
+        return job.future
 
     async def _infer_chunked(self, inputs: Tensors, rows: int, timeout_s: float) -> Tensors:
         limit = self.policy.batch_rows
-        self._check_capacity(rows)  # all chunks or none: a half-admitted request would only waste work
+        if not self._accepting or self._queued_rows + rows > self.policy.max_queue_rows:
+            self._refuse()  # all chunks or none: a half-admitted request would only waste work
         chunks = [
             asyncio.ensure_future(
-                self._submit(
+                self.infer(
                     {k: v[start : start + limit] for k, v in inputs.items()},
                     min(limit, rows - start),
                     timeout_s,
@@ -197,50 +218,26 @@ class DynamicBatcher:
             raise
         return {name: np.concatenate([r[name] for r in results]) for name in results[0]}
 
-    def _check_capacity(self, rows: int) -> None:
+    def _refuse(self) -> None:
         if not self._accepting:
             raise NotReady(f"model {self.name!r} is not accepting requests")
-        if self._queued_rows + rows > self.policy.max_queue_rows:
-            self.metrics.outcome("overloaded")
-            raise Overloaded(
-                f"model {self.name!r} is overloaded: {self._queued_rows} rows queued, "
-                f"limit {self.policy.max_queue_rows}"
-            )
+        self.metrics.outcome("overloaded")
+        raise Overloaded(
+            f"model {self.name!r} is overloaded: {self._queued_rows} rows queued, "
+            f"limit {self.policy.max_queue_rows}"
+        )
 
-    async def _submit(
-        self, inputs: Tensors, rows: int, timeout_s: float, key: tuple | None = None
-    ) -> Tensors:
-        self._check_capacity(rows)
-        loop = self._loop
-        if key is None:
-            key = tuple([(name, array.shape[1:], array.dtype) for name, array in inputs.items()])
-        job = _Job(inputs, rows, key, loop.create_future(), loop.time(), timeout_s)
-        queued_before = self._queued_rows
-        if not queued_before and self._runs_at_once(rows):
-            # Nothing to batch with: compute in the caller's own task (no hand-off to the worker and back).
-            job.queued = False
-            self._running_batches += 1
-            self._idle.clear()
-            try:
-                await self._run([job], self._runners[0], self._executors[0])
-            finally:
-                self._running_batches -= 1
-                self._check_idle()
-            return job.future.result()
-        queue = self._queues.get(key)
-        if queue is None:
-            queue = self._queues[key] = collections.deque()
-        queue.append(job)
-        self._queued_rows += rows
-        if not queued_before:
-            # (With rows already queued, the batcher is not idle and the workers were woken for them.)
-            self._idle.clear()
-            self._wakeup.set()
+    async def _run_now(self, job: _Job) -> Tensors:
+        """Nothing to batch with: compute in the caller's own task (no hand-off to the worker and back)."""
+        job.queued = False
+        self._running_batches += 1
+        self._idle.clear()
         try:
-            return await job.future
-        except asyncio.CancelledError:
-            self._leave_queue(job)  # the caller went away: its rows must not be computed or counted
-            raise
+            await self._run([job], job.rows, self._runners[0], self._executors[0])
+        finally:
+            self._running_batches -= 1
+            self._check_idle()
+        return job.future.result()
 
     def _runs_at_once(self, rows: int) -> bool:
         """Whether a request runs in its caller's task, skipping the queue: nothing is queued or running, its
@@ -270,7 +267,9 @@ class DynamicBatcher:
         self._leave_queue(job)
         self.metrics.outcome("deadline")
         job.future.set_exception(
-            DeadlineExceeded(f"model {self.name!r}: no result within the deadline of {job.timeout_s:g} s")
+            DeadlineExceeded(
+                f"model {self.name!r}: no result within the deadline of {job.deadline - job.enqueued:g} s"
+            )
         )
 
     async def _sweep_deadlines(self, interval_s: float = 0.02) -> None:
@@ -282,9 +281,13 @@ class DynamicBatcher:
             now = loop.time()
             for queue in list(self._queues.values()):
                 for job in queue:  # oldest first; requests behind a live one are younger
-                    if job.queued and job.deadline <= now:
+                    if not job.queued:
+                        continue
+                    if job.future.cancelled():
+                        self._leave_queue(job)
+                    elif job.deadline <= now:
                         self._expire(job)
-                    elif job.queued:
+                    else:
                         break
             for batch in self._running:
                 for job in batch:
@@ -295,32 +298,34 @@ class DynamicBatcher:
         if self._queued_rows == 0 and self._running_batches == 0:
             self._idle.set()
 
-    def _take_batch(self) -> list[_Job]:
-        """Pop the next batch: jobs sharing the shape key of the oldest waiting job, up to the row limit."""
-        limit = self.cost.next_limit()
-        while self._queues:
-            key = min(self._queues, key=lambda k: self._queues[k][0].enqueued)
-            queue = self._queues[key]
+    def _take_batch(self) -> tuple[list[_Job], int]:
+        """Pop the next batch and its rows: jobs sharing the shape key of the oldest waiting job, up to the row
+        limit."""
+        limit = self.cost.next_limit() if self.policy.enabled else 1  # batching off: every request runs alone
+        queues = self._queues
+        while queues:
+            key = min(queues, key=lambda k: queues[k][0].enqueued) if len(queues) > 1 else next(iter(queues))
+            queue = queues[key]
             batch, rows = [], 0
             while queue:
                 job = queue[0]
-                if not job.queued:  # cancelled or expired: already accounted for
+                if job.queued and job.future.cancelled():  # the caller went away: not computed, not counted
+                    self._leave_queue(job)
+                if not job.queued:  # cancelled or expired: accounted for
                     queue.popleft()
                     continue
-                if batch and rows + job.rows > limit:  # a job alone always fits: infer() split it
+                if rows and rows + job.rows > limit:  # a job alone always fits: infer() split it
                     break
                 queue.popleft()
                 job.queued = False
-                self._queued_rows -= job.rows
                 batch.append(job)
                 rows += job.rows
-                if not self.policy.enabled:
-                    break  # batching off: every request runs alone
+            self._queued_rows -= rows
             if not queue:
-                del self._queues[key]
+                del queues[key]
             if batch:
-                return batch
-        return []
+                return batch, rows
+        return [], 0
 
     async def _worker(self, runner: Runner, executor: ThreadPoolExecutor) -> None:
         loop = self._loop
@@ -337,7 +342,7 @@ class DynamicBatcher:
                     await asyncio.sleep(wait)
             elif self.policy.enabled and self.cost.runs_inline(self._queued_rows):
                 await self._gather_arrived()
-            batch = self._take_batch()
+            batch, rows = self._take_batch()
             if not batch:
                 self._check_idle()
                 continue
@@ -345,7 +350,7 @@ class DynamicBatcher:
             self._running_batches += 1
             self._running.append(batch)
             try:
-                await self._run(batch, runner, executor)
+                await self._run(batch, rows, runner, executor)
             finally:
                 self._running.remove(batch)
                 self._running_batches -= 1
@@ -383,9 +388,8 @@ class DynamicBatcher:
         elif self._fruitless_gathers < FRUITLESS_GATHERS:
             self._fruitless_gathers += 1
 
-    async def _run(self, batch: list[_Job], runner: Runner, executor: ThreadPoolExecutor) -> None:
+    async def _run(self, batch: list[_Job], rows: int, runner: Runner, executor: ThreadPoolExecutor) -> None:
         self.metrics.queue_wait(self._loop.time() - batch[0].enqueued)
-        rows = sum(job.rows for job in batch)
         if len(batch) == 1:
             merged = batch[0].inputs
         else:
@@ -422,13 +426,28 @@ class DynamicBatcher:
             return
         self.cost.observe(padded, cpu)
         self.metrics.batch(rows, padded, elapsed)
-        offset, answered = 0, 0
-        for job in batch:
+        if len(batch) == 1 and padded == rows:
+            job = batch[0]
             if not job.future.done():
+                job.future.set_result(outputs)
+                self.metrics.outcome("ok", 1)
+            return
+        offset, answered = 0, 0
+        if len(outputs) == 1:  # (the common case, without a dict comprehension per request)
+            [(name, array)] = outputs.items()
+            for job in batch:
                 end = offset + job.rows
-                job.future.set_result({name: array[offset:end] for name, array in outputs.items()})
-                answered += 1
-            offset += job.rows
+                if not job.future.done():
+                    job.future.set_result({name: array[offset:end]})
+                    answered += 1
+                offset = end
+        else:
+            for job in batch:
+                end = offset + job.rows
+                if not job.future.done():
+                    job.future.set_result({name: array[offset:end] for name, array in outputs.items()})
+                    answered += 1
+                offset = end
         self.metrics.outcome("ok", answered)
 
     def _bucket(self, rows: int) -> int:

@@ -171,7 +171,9 @@ def miss_notes(rows: list[tuple], records: dict, suites: dict) -> list[str]:
             *large_budget(records, suites),
         ]
     engine = suites.get("engine", {})
-    if any("beyond the raw batch" in name for name in missed) and engine.get("raw_batch64_us"):
+    if any("beyond the raw batch" in name for name in missed) and engine.get(
+        "asyncio_64_tasks_around_raw_batch_us"
+    ):
         raw, around = engine["raw_batch64_us"], engine["asyncio_64_tasks_around_raw_batch_us"]
         own = engine["engine_64_requests_batch64_us"] - around
         out.append(
@@ -436,6 +438,31 @@ def one_client_section(suites: dict) -> list[str]:
     return [*out, ""]
 
 
+def grpc_rest_section(suites: dict) -> list[str]:
+    """``grpc_rest.py``: Ferry's gRPC and REST JSON on one server, measured in turns."""
+    data = suites.get("grpc-rest")
+    if not data:
+        return []
+    out = [
+        "## gRPC and REST JSON on one server, measured in turns",
+        "",
+        f"`{data['command']}`: one Ferry lean server (batching on, CPU 0) serving the {data['model']} model; in each "
+        f"of {data['rounds']} rounds of {data['seconds']:g} s it gets one REST JSON run (wrk) and one gRPC run "
+        "(h2load) at the same connections, the order alternating. The figure is the median of the rounds' ratios.",
+        "",
+        *table_head(
+            "rrrrrr", "connections", "REST req/s", "gRPC req/s", "REST p50, µs", "gRPC p50, µs", "gRPC / REST"
+        ),
+    ]
+    for connections, d in data["connections"].items():
+        out.append(
+            f"| {connections} | {statistics.median(d['rps_rest']):,.0f} | {statistics.median(d['rps_grpc']):,.0f} | "
+            f"{statistics.median(d['p50_rest_us']):.0f} | {statistics.median(d['p50_grpc_us']):.0f} | "
+            f"{d['rps_ratio_median']:.3f} |"
+        )
+    return [*out, ""]
+
+
 def request_cost_section(suites: dict) -> list[str]:
     cost = suites.get("request_cost")
     if not cost:
@@ -545,8 +572,16 @@ def targets(records: dict, suites: dict) -> list[tuple]:
                 "<=",
             )
         )
+    # gRPC against REST: from benchmarks/grpc_rest.py, both protocols on one server in turns (the cases' points
+    # are minutes apart, and the machine drifts by more over minutes than the two protocols differ).
+    protocols = suites.get("grpc-rest", {})
     rows.append(
-        ratio_row("small c=64: Ferry gRPC / Ferry REST JSON", rps("small-grpc", "ferry-batch"), ferry, 1.0)
+        target_row(
+            f"small c=64: Ferry gRPC / Ferry REST JSON, one server, req/s, median of {protocols.get('rounds', 0)} "
+            "rounds measured in turns",
+            protocols.get("connections", {}).get("64", {}).get("rps_ratio_median"),
+            1.0,
+        )
     )
     rss = lambda c: point(records, "memory", "ferry-batch", c).get("peak_rss_mb")  # noqa: E731
     rows.append(
@@ -847,6 +882,7 @@ def write_report(results: Path, report: Path, plots: Path) -> None:
     out += explainer_section(suites)
     out += mlserver_batching_section(suites)
     out += one_client_section(suites)
+    out += grpc_rest_section(suites)
     out += request_cost_section(suites)
     out += engine_section(suites)
     out += multi_model_section(suites)

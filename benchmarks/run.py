@@ -8,7 +8,7 @@
 
 A run is the load-test cases, then the suites (in-process engine overhead, request cost without sockets, many
 models per server, the transformer and the explainer against their reference shapes, the batcher's cost to one
-client over HTTP, batching inside MLServer), each suite a script of its own run by the Python of its environment. The full run (no --quick, --cases, --peers,
+client over HTTP, gRPC against REST on one server, batching inside MLServer), each suite a script of its own run by the Python of its environment. The full run (no --quick, --cases, --peers,
 --suites or --url) clears benchmarks/results and regenerates RESULTS.md and plots/ from what it measured alone,
 recording the commit, date, machine, packages and command in results/run.json. Every other run writes to
 benchmarks/.work/results and .work/RESULTS-dev.md instead, so development numbers never mix with the full run's.
@@ -209,6 +209,7 @@ SUITES = (
     Suite("transformer", FERRY_PY, "transformer_latency.py", ("--duration", "6"), ("--quick", "--duration", "2", "--runs", "1")),
     Suite("explainer", EXPLAINER_PY, "explainer_latency.py", (), ("--explanations", "4", "--warmup", "1")),
     Suite("one-client", FERRY_PY, "one_client.py", ("--rounds", "8", "--seconds", "2"), ("--rounds", "2", "--seconds", "1")),
+    Suite("grpc-rest", FERRY_PY, "grpc_rest.py", ("--rounds", "8", "--seconds", "2"), ("--rounds", "2", "--seconds", "1")),
     Suite("mlserver-batching", mlserver_python(), "mlserver_batching.py", ("--duration", "6"), ("--duration", "2")),
     Suite("gpu", FERRY_PY, "gpu.py", (), ("--quick",), needs_gpu=True),
 )  # fmt: skip

@@ -43,9 +43,6 @@ def test_the_report_is_one_runs_with_its_commit_and_verdicts_computed_from_its_f
     (results / "small-v2json.json").write_text(
         json.dumps(case("small-v2json", {"ferry-batch": 9000, "ceiling-asgi": 10000, "mlserver": 900}))
     )
-    (results / "small-grpc.json").write_text(
-        json.dumps(case("small-grpc", {"ferry-mlserver": 800, "mlserver": 1000}))
-    )
     (results / "engine.json").write_text(
         json.dumps(
             {
@@ -66,6 +63,26 @@ def test_the_report_is_one_runs_with_its_commit_and_verdicts_computed_from_its_f
     }  # fmt: skip
     (results / "one-client.json").write_text(
         json.dumps({"command": "benchmarks/one_client.py --rounds 3", "cases": one_client})
+    )
+    protocols = {
+        "16": {"rps_rest": [100, 110], "rps_grpc": [120, 121], "p50_rest_us": [800, 810],
+               "p50_grpc_us": [700, 690], "rps_ratio_median": 1.15},
+        "64": {"rps_rest": [200, 190], "rps_grpc": [180, 185], "p50_rest_us": [3000, 3100],
+               "p50_grpc_us": [3400, 3300], "rps_ratio_median": 0.95},
+    }  # fmt: skip
+    (results / "grpc-rest.json").write_text(
+        json.dumps(
+            {
+                "command": "benchmarks/grpc_rest.py --rounds 2",
+                "model": "mlp85k",
+                "rounds": 2,
+                "seconds": 2,
+                "connections": protocols,
+            }
+        )
+    )
+    (results / "small-grpc.json").write_text(  # the case's point is not what the protocol target reads
+        json.dumps(case("small-grpc", {"ferry-mlserver": 800, "mlserver": 1000, "ferry-batch": 90000}))
     )
     config = {"store": "sqlite", "mode": "remote v2", "p50": 1.0, "p99": 2.0, "rps": 8000}
     configs = [
@@ -120,6 +137,12 @@ def test_the_report_is_one_runs_with_its_commit_and_verdicts_computed_from_its_f
     ]
     assert "| 1.20 | <= 1.1 | MISS |" in large[0]
     assert "| small-v2json | 3 × 2 s | 120 | 115 | 1.040 | 1.020 |" in text
+    # gRPC against REST: the median of the rounds on one server, never the two cases' points.
+    protocol = rows[
+        "small c=64: Ferry gRPC / Ferry REST JSON, one server, req/s, median of 2 rounds measured in turns"
+    ]
+    assert "| 0.95 | >= 1.0 | MISS |" in protocol
+    assert "| 16 | 105 | 120 | 805 | 695 | 1.150 |" in text
     # The transformer's latency targets, per host: each the worst of that host's configurations.
     on_ferry = [line for name, line in rows.items() if name.startswith("transformer on Ferry's server")]
     assert (

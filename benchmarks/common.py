@@ -43,3 +43,13 @@ def cpu_set(spec: str) -> set[int]:
         low, _, high = part.partition("-")
         found.update(range(int(low), int(high or low) + 1))
     return found
+
+
+def in_turns(names: tuple[str, ...], rounds: int, once) -> dict[str, list]:
+    """``once(name)`` for every name in each of ``rounds`` rounds, the order alternating between rounds (a, b;
+    b, a; ...) so that a drift of the machine within a round favours none: each name's results, in round order."""
+    runs: dict[str, list] = {name: [] for name in names}
+    for index in range(rounds):
+        for name in names if index % 2 == 0 else names[::-1]:
+            runs[name].append(once(name))
+    return runs

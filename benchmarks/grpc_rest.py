@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import in_turns
 from load import payloads
 from load.measure import check, load_once
 from models import example_input, model_dir, ort_session
@@ -60,10 +61,7 @@ def measure(rounds: int, seconds: float, log_dir: Path) -> dict:
         for connections in CONNECTIONS:
             for kind in PROTOCOLS:  # warm-up: the connections, the allocator, the batcher's timings
                 once(kind, connections, 1)
-            runs = {kind: [] for kind in PROTOCOLS}
-            for index in range(rounds):
-                for kind in PROTOCOLS if index % 2 == 0 else PROTOCOLS[::-1]:
-                    runs[kind].append(once(kind, connections, seconds))
+            runs = in_turns(PROTOCOLS, rounds, lambda kind, c=connections: once(kind, c, seconds))
             rest, grpc = runs["v2json"], runs["grpc"]
             found[str(connections)] = {
                 "rps_rest": [round(r["rps"]) for r in rest],

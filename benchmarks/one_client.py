@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CLIENT_CPU
+from common import CLIENT_CPU, in_turns
 from load import payloads, wrk
 from load.measure import check
 from models import example_input, model_dir, ort_session
@@ -55,13 +55,14 @@ def measure_case(model: str, rounds: int, seconds: float, log_dir: Path) -> dict
 
         for peer in PEERS:  # warm-up: the connection, the allocator, the batcher's timings
             once(peer, 1)
-        runs = {peer: [] for peer in PEERS}
-        for index in range(rounds):
-            for peer in PEERS if index % 2 == 0 else PEERS[::-1]:
-                result = once(peer, seconds)
-                if result["non_2xx"] or result["socket_errors"]:
-                    raise RuntimeError(f"{peer}: errors under load: {result}")
-                runs[peer].append(result)
+
+        def measured(peer: str) -> dict:
+            result = once(peer, seconds)
+            if result["non_2xx"] or result["socket_errors"]:
+                raise RuntimeError(f"{peer}: errors under load: {result}")
+            return result
+
+        runs = in_turns(PEERS, rounds, measured)
     finally:
         for server in servers.values():
             server.stop()

@@ -119,7 +119,15 @@ class ServerSettings(BaseModel):
         5.0,
         ge=0,
         description="On SIGTERM, how long requests on open connections are still answered (each with "
-        "Connection: close, or after GOAWAY) before idle connections close; ends early after 0.5 s without any.",
+        "Connection: close, or after GOAWAY) before idle connections close; ends early after "
+        "--drain_quiet_seconds without any.",
+    )
+    drain_quiet_seconds: float = Field(
+        0.5,
+        ge=0,
+        description="The drain window ends early once no connection has been open, opened or closed for this "
+        "long (clients told to go have gone elsewhere). At or above --drain_seconds the window is always held in "
+        "full: for callers whose requests are sparse, or slow to reconnect.",
     )
     drain_timeout_s: float = Field(
         30.0, ge=0, description="After the drain window, how long in-flight work may finish."

@@ -5,6 +5,7 @@ timeouts and shutdown."""
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import time
 
@@ -185,3 +186,37 @@ def test_idle_connections_time_out_and_shutdown_drains(tmp_path, repo_dir):
         assert is_closed(kept, wait_s=1)  # shutdown closed the idle keep-alive connection
     finally:
         proc.stop()
+
+
+def test_the_drain_window_ends_after_a_quiet_spell_unless_told_to_hold_it(tmp_path, repo_dir):
+    """With no connection, the drain window ends after ``--drain_quiet_seconds``; set to the window, it holds
+    the window in full, so a request on a new connection well after SIGTERM is still answered with its result."""
+    quick = start_predictor(
+        repo_dir / "churn", tmp_path / "quick.log", "--model_name=churn", "--drain_seconds=20"
+    )
+    try:
+        began = time.monotonic()
+        assert quick.stop() == 0
+        assert time.monotonic() - began < 10, "a quiet drain window was held in full"
+    finally:
+        quick.stop()
+
+    held = start_predictor(
+        repo_dir / "churn",
+        tmp_path / "held.log",
+        "--model_name=churn",
+        "--drain_seconds=3",
+        "--drain_quiet_seconds=3",
+    )
+    try:
+        held.process.send_signal(signal.SIGTERM)
+        time.sleep(1.5)  # three times the default quiet spell, with no connection open
+        late = connect(held)
+        late.sendall(post("/v1/models/churn:predict"))
+        status, headers, body = read_responses(late, 1)[0]
+        assert status == 200 and "predictions" in json.loads(body), (status, body)
+        assert headers.get("connection") == "close"  # told to go elsewhere
+        late.close()
+        assert held.process.wait(30) == 0
+    finally:
+        held.stop()

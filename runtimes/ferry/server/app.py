@@ -126,7 +126,9 @@ async def _serve(
     if not load.done():
         load.cancel()
     log.info("shutting down: answering on open connections for up to %.0f s", settings.drain_seconds)
-    await asyncio.gather(*(listener.drain(settings.drain_seconds) for listener in listeners))
+    await asyncio.gather(
+        *(listener.drain(settings.drain_seconds, settings.drain_quiet_seconds) for listener in listeners)
+    )
     log.info("shutting down: finishing requests in flight (at most %.0f s)", settings.drain_timeout_s)
     stopping = [http.shutdown(settings.drain_timeout_s)]
     if grpc_server is not None:

@@ -6,7 +6,8 @@ needs sub-second precision), and the two steps of a shutdown:
 1. ``drain(window_s)``: readiness is already false; requests keep being answered on open connections (and new
    ones, which a load balancer may still send while endpoints propagate), but each answer tells the client to
    go (``Connection: close``; GOAWAY), so connections end one by one after an answer, never under a request.
-   The window ends early once no connection has opened, closed or stayed open for half a second.
+   The window ends early once no connection has opened, closed or stayed open for ``quiet_s`` (half a second
+   unless set).
 2. ``shutdown(timeout_s)``: close idle connections; let busy ones finish what they have received (each closes
    itself once idle); close whatever is still busy after the timeout. A connection opened meanwhile is refused
    in words (a 503; GOAWAY) rather than by a reset, and the listening socket closes last.
@@ -130,8 +131,9 @@ class Listener:
     def port(self) -> int:
         return self._server.sockets[0].getsockname()[1]
 
-    async def drain(self, window_s: float) -> None:
-        """Step 1 of a shutdown: answer on, telling each client to go, for ``window_s`` or until none is left."""
+    async def drain(self, window_s: float, quiet_s: float = LATE_REQUEST_GRACE_S) -> None:
+        """Step 1 of a shutdown: answer on, telling each client to go, for ``window_s``, or until no connection
+        has been open, opened or closed for ``quiet_s``."""
         self.draining = True
         for connection in list(self.connections):
             connection.start_drain()
@@ -140,7 +142,7 @@ class Listener:
         # Clients told to go reconnect at once: only a quiet spell (no connection, none opened or closed) means
         # they have gone elsewhere.
         while loop.time() < deadline:
-            if not self.connections and loop.time() - self.last_change >= LATE_REQUEST_GRACE_S:
+            if not self.connections and loop.time() - self.last_change >= quiet_s:
                 break
             await asyncio.sleep(0.02)
 

@@ -81,9 +81,29 @@ def test_the_report_is_one_runs_with_its_commit_and_verdicts_computed_from_its_f
             }
         )
     )
-    (results / "small-grpc.json").write_text(  # the case's point is not what the protocol target reads
-        json.dumps(case("small-grpc", {"ferry-mlserver": 800, "mlserver": 1000, "ferry-batch": 90000}))
+    (
+        results / "small-grpc.json"
+    ).write_text(  # the case's points are not what the protocol or host targets read
+        json.dumps(case("small-grpc", {"ferry-mlserver": 1300, "mlserver": 1000, "ferry-batch": 90000}))
     )
+    in_turns = {
+        "seconds": 2,
+        "rps_ferry": [800, 820, 790],
+        "rps_host": [1000, 990, 1010],
+        "p50_ferry_ms": [70.0, 69.0, 71.0],
+        "p50_host_ms": [60.0, 61.0, 59.0],
+        "rps_ratio_median": 0.8,
+    }
+    (results / "hosts.json").write_text(
+        json.dumps(
+            {
+                "command": "benchmarks/hosts.py --rounds 3",
+                "rounds": 3,
+                "connections": 64,
+                "hosts": {"mlserver": {"ferry": "ferry-mlserver", "host": "mlserver", "cases": {"small-grpc": in_turns}}},
+            }
+        )
+    )  # fmt: skip
     config = {"store": "sqlite", "mode": "remote v2", "p50": 1.0, "p99": 2.0, "rps": 8000}
     configs = [
         {**config, "server": "ferry", "added_p50_ms": 0.5, "added_p99_ms": 1.2},
@@ -120,8 +140,12 @@ def test_the_report_is_one_runs_with_its_commit_and_verdicts_computed_from_its_f
     assert "| 20.00 | >= 1.0 | PASS |" in transformer
     asgi = rows["small V2 JSON c=64: Ferry / bare uvicorn ASGI app answering a constant"]
     assert "| 0.90 | >= 1.0 | MISS |" in asgi
-    host = rows["small-grpc c=64: Ferry's MLServer runtime / MLServer's own"]
+    # Inside a host: the median of the rounds with both servers up, never the case's points (1.30 here).
+    host = rows[
+        "small-grpc c=64: Ferry's MLServer runtime / MLServer's own, req/s, median of 3 rounds measured in turns"
+    ]
     assert "| 0.80 | >= 1.0 | MISS |" in host
+    assert "| mlserver | small-grpc | 2 | 800 | 1,000 | 70.00 | 60.00 | 0.800 |" in text
     engine = [line for name, line in rows.items() if name.startswith("engine in process: 64 one-row")]
     assert "beyond the raw batch" in engine[0] and "| 12.00 | <= 10 | MISS |" in engine[0]
     assert "the engine's own 154 µs is 2.4 µs per request, where 10 % of the raw call allows 2.0" in text
@@ -163,7 +187,7 @@ def test_the_report_is_one_runs_with_its_commit_and_verdicts_computed_from_its_f
     assert "sqlite, remote v2: 4,000 req/s, 250 µs per request" in text
     assert "on Ferry's server 125 µs, so the host's request handling takes 125 µs" in text
     # A miss comes with this run's own figures, never with text typed into the generator.
-    assert "small-grpc: Ferry inside 1250, the host's own 1000" in text
+    assert "small-grpc: Ferry inside 1250, the host's own 1000" in text  # from the rounds' medians
     assert "run-to-run spread at c=64 in this run" in text
 
 

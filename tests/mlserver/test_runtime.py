@@ -353,3 +353,31 @@ def test_grpc_errors_are_counted_by_mlserver(mlserver):
     with pytest.raises(Exception, match="nope") as missing:
         _grpc_infer(mlserver, "nope", np.zeros((1, 4), dtype=np.float32))
     assert "NOT_FOUND" in str(missing.value)
+
+
+_MLSERVER_HTTP_PROTOCOL = """
+from mlserver.rest.server import RESTServer
+from mlserver.settings import Settings
+
+server = RESTServer.__new__(RESTServer)  # only its config: no app, data plane or model handlers needed
+server._settings = Settings(http_port=0, debug=False)
+server._app = lambda scope, receive, send: None
+config = server._get_config()
+config.load()
+print(config.http, config.http_protocol_class.__name__)
+"""
+
+
+def test_mlserver_parses_http_in_c_in_ferrys_environment():
+    """MLServer builds its REST server's uvicorn config with ``http="auto"``, which takes httptools where it is
+    installed and h11 (pure Python, tens of microseconds more per request) where it is not; MLServer itself asks
+    only for plain uvicorn, so Ferry's MLServer environment pins httptools. (In a process of its own: MLServer's
+    protos and tritonclient's, imported by this module, cannot share one.)"""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _MLSERVER_HTTP_PROTOCOL], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["auto", "HttpToolsProtocol"], done.stdout

@@ -60,3 +60,12 @@ CASES = [
     Case("memory", "MLP 85k V2 JSON: peak RSS at capacity vs 10x overload", "mlp85k", "v2json", ("ferry-batch",), (64, 640)),
 ]  # fmt: skip
 QUICK = ("small-v2json", "small-grpc", "large-v2json", "image-v2binary")  # --quick, for development
+#: Each host Ferry runs inside: (Ferry inside it, the host's own runtime on the same model, the Targets label).
+HOSTS = {
+    "mlserver": ("ferry-mlserver", "mlserver", "Ferry's MLServer runtime / MLServer's own"),
+    "kserve": (
+        "ferry-kserve",
+        "kserve-stock",
+        "Ferry's kserve.Model / a plain custom kserve.Model, both in kserve.ModelServer",
+    ),
+}

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cases import CASES
+from cases import CASES, HOSTS
 from common import in_turns
 from load import payloads
 from load.measure import check, load_once
@@ -32,15 +32,13 @@ from models import example_input, model_dir, ort_session
 from peers import start_server
 
 CONNECTIONS = 64
-#: Host: (Ferry inside it, the host's own runtime on the same model).
-HOSTS = {"mlserver": ("ferry-mlserver", "mlserver"), "kserve": ("ferry-kserve", "kserve-stock")}
 #: Where a request takes seconds at 64 connections (stock KServe's image model: p50 about 3 s), a run must last
 #: several of them to complete enough requests to say anything.
 SLOW_MODELS = {"conv224": 10.0}
 
 
 def cases_of(host: str, only: set[str] | None) -> list:
-    ferry, stock = HOSTS[host]
+    ferry, stock, _ = HOSTS[host]
     return [
         case
         for case in CASES
@@ -108,7 +106,7 @@ def main() -> None:
     found: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="ferry-hosts-") as tmp:
         for host in filter(None, args.hosts.split(",")):
-            ferry, stock = HOSTS[host]
+            ferry, stock, _ = HOSTS[host]
             found[host] = {"ferry": ferry, "host": stock, "cases": {}}
             for case in cases_of(host, only):
                 data = measure_case(case, ferry, stock, args.rounds, args.seconds, Path(tmp))

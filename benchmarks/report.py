@@ -16,7 +16,7 @@ import statistics
 import subprocess
 from pathlib import Path
 
-from cases import CASES
+from cases import CASES, HOSTS
 from common import FERRY_PY, REPO, TRITON_PY, mlserver_python
 from peers import PEERS
 
@@ -185,15 +185,13 @@ def miss_notes(rows: list[tuple], records: dict, suites: dict) -> list[str]:
         )
     if any(name.startswith("transformer inside kserve.ModelServer") for name in missed):
         out += transformer_host_note(suites.get("transformer", {}))
-    for ferry, _stock, label in HOSTS:
+    for host_name, (ferry, _stock, label) in HOSTS.items():
         if any(label in name for name in missed):
             out.append(
                 f"- *{label}*: µs of the server's core per request at c=64 (1e6 / req/s, the median of the rounds "
                 "measured in turns):"
             )
-            host = next(
-                (h for h in suites.get("hosts", {}).get("hosts", {}).values() if h["ferry"] == ferry), {}
-            )
+            host = suites.get("hosts", {}).get("hosts", {}).get(host_name, {})
             for case, d in host.get("cases", {}).items():
                 mine, theirs = statistics.median(d["rps_ferry"]), statistics.median(d["rps_host"])
                 out.append(
@@ -654,14 +652,6 @@ def targets(records: dict, suites: dict) -> list[tuple]:
 
 # Where compute dominates a request, Ferry's batcher inside a host must at least double the host's own runtime.
 COMPUTE_BOUND = {"large-v2json", "large-v2binary", "image-v2binary", "image-v2json"}
-HOSTS = (  # (Ferry inside the host, the host's own runtime on the same model)
-    ("ferry-mlserver", "mlserver", "Ferry's MLServer runtime / MLServer's own"),
-    (
-        "ferry-kserve",
-        "kserve-stock",
-        "Ferry's kserve.Model / a plain custom kserve.Model, both in kserve.ModelServer",
-    ),
-)
 
 
 def host_targets(suites: dict) -> list[tuple]:
@@ -670,8 +660,8 @@ def host_targets(suites: dict) -> list[tuple]:
     full runs at the same code gave one pair 1.38 and 0.92)."""
     rows = []
     measured = suites.get("hosts", {})
-    for ferry, stock, label in HOSTS:
-        host = next((h for h in measured.get("hosts", {}).values() if h["ferry"] == ferry), {})
+    for name, (ferry, stock, label) in HOSTS.items():
+        host = measured.get("hosts", {}).get(name, {})
         for case in CASES:
             if ferry in case.peers and stock in case.peers:
                 wanted = 2.0 if case.name in COMPUTE_BOUND else 1.0

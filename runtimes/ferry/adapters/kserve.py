@@ -3,12 +3,13 @@ transformers, or keep its routes). Logic-free: ``FerryKServeModel`` converts KSe
 and back and maps errors, for the predictor, the transformer and the explainer alike (``ferry.repository.Handler``
 declares what each can do); the batching, backends and validation are the same objects the lean server uses.
 
-Inside ModelServer, the inference routes (V2 ``infer``, V1 ``:predict``) decode with Ferry's codec
-(``ferry_inference_routes``): KServe 0.21 turns every binary V2 tensor into a Python list of its values before
-the model sees it (``InferRequest.from_bytes``: most of a 224x224 image request's time, the py-spy budgets in
-benchmarks/RESULTS.md) and parses JSON tensors the same way; Ferry's codec reads both straight into numpy. gRPC's
-``ModelInfer`` does the same (``ferry_inference_servicer``). The rest (health, metadata, ``:explain``, the model
-repository, KServe's middlewares, interceptors and metrics) stays KServe's."""
+Inside ModelServer, the inference paths (V2 ``infer``, V1 ``:predict``) are answered by Ferry's REST app
+(``answer_inference_first``), with Ferry's codec: KServe 0.21 turns every binary V2 tensor into a Python list of
+its values before the model sees it (``InferRequest.from_bytes``: most of a 224x224 image request's time, the
+py-spy budgets in benchmarks/RESULTS.md) and parses JSON tensors the same way; Ferry's codec reads both straight
+into numpy. gRPC's ``ModelInfer`` does the same (``ferry_inference_servicer``). The rest (health, metadata,
+``:explain``, the model repository, with KServe's middlewares around them; gRPC interceptors; metrics) stays
+KServe's."""
 
 from __future__ import annotations
 
@@ -24,7 +25,6 @@ from grpc_interceptor.exceptions import GrpcException
 from kserve.errors import InvalidInput as KServeInvalidInput
 from kserve.errors import ModelNotReady
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
-from starlette.routing import Route
 
 from ferry import metrics
 from ferry.codec import datatype_of, dumps
@@ -122,26 +122,48 @@ class FerryKServeModel(kserve.Model):
         )
 
 
-# The paths ModelServer serves inference on, answered by Ferry's REST app instead (same paths, same answers).
-INFERENCE_PATHS = (
-    "/v2/models/{model_name}/infer",
-    "/v2/models/{model_name}/versions/{model_version}/infer",
-    "/v1/models/{model_name}:predict",
-)
+def answer_inference_first(app, repository: Repository) -> None:
+    """Ferry's REST app answers ModelServer's inference paths (V2 ``infer``, with or without a version; V1
+    ``:predict``) for ``app``, KServe's FastAPI app, ahead of its middleware stack and router: Ferry's codec (JSON
+    and the binary tensor extension), its errors (``{"error": ...}``, as KServe's), request ids and request
+    metrics. Every other path goes through KServe's stack as before.
+
+    Ahead of the stack rather than as routes inside it: KServe's timing middleware matches the request against
+    every route and logs two lines per request, and Starlette's exception middleware and router wrap every call;
+    with them a small request cost about twice what it costs without (benchmarks/hosts.py)."""
+    endpoint = _RestAppEndpoint(RestApp(repository, server_name="ferry-kserve"))
+    build_stack = app.build_middleware_stack  # Starlette builds the stack on its first request
+
+    def build_with_inference_first():
+        return _InferenceFirst(endpoint, build_stack())
+
+    app.build_middleware_stack = build_with_inference_first
 
 
-def ferry_inference_routes(repository: Repository) -> list[Route]:
-    """Starlette routes answering ``INFERENCE_PATHS`` with ``ferry.server.rest.RestApp``: Ferry's codec (JSON and
-    the binary tensor extension), its errors (``{"error": ...}``, as KServe's) and its request ids. Added ahead
-    of KServe's own routes, inside KServe's middlewares."""
-    answer = _RestAppEndpoint(RestApp(repository, server_name="ferry-kserve"))
-    return [Route(path, answer, methods=["POST"]) for path in INFERENCE_PATHS]
+def is_inference_path(path: str) -> bool:
+    """``/v2/models/{m}/infer``, ``/v2/models/{m}/versions/{v}/infer`` or ``/v1/models/{m}:predict``."""
+    if path.startswith("/v2/models/"):
+        return path.endswith("/infer")
+    return path.startswith("/v1/models/") and path.endswith(":predict")
+
+
+class _InferenceFirst:
+    """The ASGI app in front of KServe's middleware stack: inference POSTs to Ferry, the rest to the stack."""
+
+    def __init__(self, endpoint, stack):
+        self.endpoint = endpoint
+        self.stack = stack
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and is_inference_path(scope["path"]):
+            await self.endpoint(scope, receive, send)
+        else:
+            await self.stack(scope, receive, send)
 
 
 class _RestAppEndpoint:
-    """An ASGI app, which Starlette's ``Route`` calls as it is: the body and headers go from the ASGI messages to
-    ``RestApp.handle`` and its reply back, without a Starlette ``Request`` (its URL object alone is several
-    microseconds) or ``Response`` around them."""
+    """An ASGI app: the body and headers go from the ASGI messages to ``RestApp.handle`` and its reply back,
+    without a Starlette ``Request`` (its URL object alone is several microseconds) or ``Response`` around them."""
 
     def __init__(self, rest: RestApp):
         self.rest = rest
@@ -200,7 +222,7 @@ def serve_with_kserve(handlers, http_port: int, grpc_port: int = 0) -> int:
 
     repository = handlers if isinstance(handlers, Repository) else Repository(list(handlers))
     _use_uvloop()
-    app.router.routes[:0] = ferry_inference_routes(repository)  # matched before the routes ModelServer adds
+    answer_inference_first(app, repository)
     # ModelServer builds its gRPC server's servicer from this name when it starts.
     kserve_grpc_server.InferenceServicer = ferry_inference_servicer(repository)
     metrics.export_to_host()  # ModelServer's /metrics serves the default registry

@@ -146,9 +146,15 @@ def large_budget(records: dict, suites: dict) -> list[str]:
                 f" (transport alone {1e6 / echo:.1f}, handling without sockets {handled:.1f}, unaccounted "
                 f"{rest - 1e6 / echo - handled:.1f})"
             )
-        lines.append(
-            f"{line}; 0.6 of raw leaves the rest {1e6 / (0.6 * raw) - model_us:.1f} µs at this model time."
-        )
+        line += f"; 0.6 of raw leaves the rest {1e6 / (0.6 * raw) - model_us:.1f} µs at this model time"
+        floor = point(records, case, "floor", 64)
+        if floor.get("rps") and floor.get("model_us_per_row"):
+            line += (
+                f"; the floor takes {1e6 / floor['rps']:.1f} µs per request, {floor['model_us_per_row']:.1f} of "
+                f"them the model's ({floor.get('rows_per_batch') or 0:.0f} rows a batch), "
+                f"{1e6 / floor['rps'] - floor['model_us_per_row']:.1f} the rest"
+            )
+        lines.append(line + ".")
     return lines
 
 
@@ -255,7 +261,7 @@ def ceiling_note(records: dict) -> list[str]:
     own transport answering a constant (http-echo), and Ferry's budget by category when profiled."""
     us = {
         peer: 1e6 / rps
-        for peer in ("ferry-batch", "ceiling-asgi", "http-echo")
+        for peer in ("ferry-batch", "ceiling-asgi", "http-echo", "floor")
         if (rps := point(records, "small-v2json", peer, 64).get("rps"))
     }
     if "ferry-batch" not in us or "ceiling-asgi" not in us:
@@ -269,6 +275,14 @@ def ceiling_note(records: dict) -> list[str]:
             f", Ferry's own HTTP/1.1 transport answering a constant {us['http-echo']:.1f}; so everything between "
             f"the transport and the model, and the model, must fit in {us['ceiling-asgi'] - us['http-echo']:.1f} "
             f"and takes {us['ferry-batch'] - us['http-echo']:.1f}"
+        )
+    if "floor" in us:
+        line += (
+            f". The floor (orjson, numpy, the batch, one onnxruntime call, Ferry's transport; nothing else) takes "
+            f"{us['floor']:.1f}, so a server on these parts can meet the target, and what Ferry does on top of "
+            f"the floor (routing, validation and its error messages, request ids, metrics, the batcher's bounds, "
+            f"deadlines and cancellation) costs {us['ferry-batch'] - us['floor']:.1f} where "
+            f"{us['ceiling-asgi'] - us['floor']:.1f} is allowed"
         )
     profile = records["small-v2json"]["peers"]["ferry-batch"].get("profile")
     if profile:
@@ -536,6 +550,16 @@ def targets(records: dict, suites: dict) -> list[tuple]:
             1.0,
         )
     )
+    # The floor (peers/floor_v2.py): a batched server of nothing but the codec, the batch and Ferry's transport.
+    # Where it misses a target too, no server built on these parts meets it in this run.
+    rows.append(
+        ratio_row(
+            "small V2 JSON c=64: the floor / bare uvicorn ASGI app answering a constant (for reference)",
+            rps("small-v2json", "floor"),
+            rps("small-v2json", "ceiling-asgi"),
+            1.0,
+        )
+    )
     for peer, target in (("fastapi", 2), ("kserve-stock", 10), ("mlserver", 10), ("triton", 5)):
         rows.append(
             ratio_row(
@@ -545,16 +569,18 @@ def targets(records: dict, suites: dict) -> list[tuple]:
     on, off = rps("large-v2json", "ferry-batch"), rps("large-v2json", "ferry-nobatch")
     rows.append(ratio_row("1.6M MLP c=64: batching on / off", on, off, 1.5))
     for case in ("large-v2json", "large-v2binary"):
-        large = point(records, case, "ferry-batch", 64)
-        raw = interpolate(
-            records.get(case, {}).get("raw_onnxruntime_rows_per_s", {}), large.get("rows_per_batch")
-        )
-        rows.append(
-            ratio_row(
-                f"{case} c=64: rows/s / raw onnxruntime at the batch formed ({fmt(large.get('rows_per_batch'), digits=1)} rows)",
-                rps(case, "ferry-batch"), raw, 0.6,
+        for peer, what in (("ferry-batch", ""), ("floor", "the floor's ")):
+            large = point(records, case, peer, 64)
+            raw = interpolate(
+                records.get(case, {}).get("raw_onnxruntime_rows_per_s", {}), large.get("rows_per_batch")
             )
-        )  # fmt: skip
+            reference = " (for reference)" if peer == "floor" else ""
+            rows.append(
+                ratio_row(
+                    f"{case} c=64: {what}rows/s / raw onnxruntime at the batch formed ({fmt(large.get('rows_per_batch'), digits=1)} rows){reference}",
+                    rps(case, peer), raw, 0.6,
+                )
+            )  # fmt: skip
     # The most any server could reach here if its whole per-request cost were bare ASGI's (a server that parses
     # nothing and returns fixed JSON), with the model's compute on the same core: 1 / (1/asgi + 1/raw).
     asgi, raw = (

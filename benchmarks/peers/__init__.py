@@ -64,6 +64,10 @@ PEERS = {
         ("v2json", "v2binary", "grpc"), python=TRITON_PY, launcher="triton_pytriton.py",
     ),
     "fastapi": Peer("minimal FastAPI V2 route + onnxruntime", ("v2json",), launcher="fastapi_v2.py"),
+    "floor": Peer(
+        "the floor: orjson and numpy, a batch, onnxruntime and Ferry's HTTP/1.1 transport; no checks, ids or metrics",
+        ("v2json", "v2binary"), launcher="floor_v2.py",
+    ),
 }  # fmt: skip
 
 

@@ -41,7 +41,11 @@ def test_the_report_is_one_runs_with_its_commit_and_verdicts_computed_from_its_f
     results = tmp_path / "results"
     results.mkdir()
     (results / "small-v2json.json").write_text(
-        json.dumps(case("small-v2json", {"ferry-batch": 9000, "ceiling-asgi": 10000, "mlserver": 900}))
+        json.dumps(
+            case(
+                "small-v2json", {"ferry-batch": 9000, "ceiling-asgi": 10000, "floor": 12000, "mlserver": 900}
+            )
+        )
     )
     (results / "engine.json").write_text(
         json.dumps(
@@ -140,6 +144,11 @@ def test_the_report_is_one_runs_with_its_commit_and_verdicts_computed_from_its_f
     assert "| 20.00 | >= 1.0 | PASS |" in transformer
     asgi = rows["small V2 JSON c=64: Ferry / bare uvicorn ASGI app answering a constant"]
     assert "| 0.90 | >= 1.0 | MISS |" in asgi
+    # The floor (a server of nothing but the codec, the batch and the transport) bounds what any server on these
+    # parts reaches; the miss note says what Ferry's features cost over it, and what the target allows them.
+    floor = rows["small V2 JSON c=64: the floor / bare uvicorn ASGI app answering a constant (for reference)"]
+    assert "| 1.20 | >= 1.0 | PASS |" in floor
+    assert "The floor (" in text and "takes 83.3" in text and "costs 27.8 where 16.7 is allowed" in text
     # Inside a host: the median of the rounds with both servers up, never the case's points (1.30 here).
     host = rows[
         "small-grpc c=64: Ferry's MLServer runtime / MLServer's own, req/s, median of 3 rounds measured in turns"

@@ -7,13 +7,13 @@ What a competent engineer writes in an afternoon; no batching, no binary extensi
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import orjson
 import uvicorn
+from cli import http_model_server_arguments
 from fastapi import FastAPI, Request, Response
 
 
@@ -47,12 +47,7 @@ def create_app(model_dir: str, model_name: str) -> FastAPI:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--model_dir", required=True)
-    parser.add_argument("--model_name", default="model")
-    parser.add_argument("--http_port", type=int, default=8080)
-    parser.add_argument("--grpc_port", type=int, default=0, help="ignored: no gRPC")
-    args = parser.parse_args()
+    args = http_model_server_arguments()
     uvicorn.run(
         create_app(args.model_dir, args.model_name),
         host="127.0.0.1",

@@ -11,7 +11,6 @@ constant bounds what any server built on these parts can reach in this run.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import orjson
+from cli import http_model_server_arguments
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "runtimes"))
 from ferry.server.http import HttpServer
@@ -111,12 +111,7 @@ async def serve(model_dir: str, model_name: str, port: int) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--model_dir", required=True)
-    parser.add_argument("--model_name", default="model")
-    parser.add_argument("--http_port", type=int, default=8080)
-    parser.add_argument("--grpc_port", type=int, default=0, help="ignored: no gRPC")
-    args, _ = parser.parse_known_args()
+    args = http_model_server_arguments()
     import uvloop
 
     uvloop.run(serve(args.model_dir, args.model_name, args.http_port))

@@ -1,7 +1,7 @@
 """The floor: the least a batched V2 model server on Ferry's HTTP/1.1 transport does per request.
 
-orjson -> numpy (JSON data, or the binary extension's bytes) -> a batch of whatever one loop pass read -> one onnxruntime call -> orjson, answered on
-``ferry.server.http``. No routing, no validation, no request ids, no metrics, no deadlines, no queue limit:
+orjson -> numpy (JSON data, or the binary extension's bytes) -> batches formed as Ferry's batcher forms them
+(``run_batches``) -> one onnxruntime call per batch -> orjson, answered on ``ferry.server.http``. No routing, no validation, no request ids, no metrics, no deadlines, no queue limit:
 nothing a server must have but the codec, the batch and the transport. What Ferry's lean server does on top of
 this is what it costs to be a server; whatever ratio this floor reaches against a bare uvicorn app answering a
 constant bounds what any server built on these parts can reach in this run.
@@ -41,7 +41,6 @@ class FloorApp:
         self.output_name = self.session.get_outputs()[0].name
         self.model_name = model_name
         self.waiting: list[tuple[np.ndarray, asyncio.Future]] = []
-        self.model = model_name.encode()
         self.rows = self.batches = 0
         self.compute_s = 0.0
         self.arrived = asyncio.Event()
@@ -51,7 +50,7 @@ class FloorApp:
             return Response(
                 b'ferry_batch_rows_sum{model="%s"} %d\nferry_batch_rows_count{model="%s"} %d\n'
                 b'ferry_compute_seconds_sum{model="%s"} %.9f\n'
-                % (self.model, self.rows, self.model, self.batches, self.model, self.compute_s),
+                % (model := self.model_name.encode(), self.rows, model, self.batches, model, self.compute_s),
                 content_type=b"text/plain",
             )
         if method != "POST":

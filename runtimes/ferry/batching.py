@@ -105,6 +105,9 @@ class DynamicBatcher:
         self.policy = policy
         self.metrics = metrics or BatchMetrics()
         self._runners = runners
+        # The policy's limits as plain attributes: read on every request.
+        self._batch_rows = policy.batch_rows
+        self._max_queue_rows = policy.max_queue_rows
         self._buckets = sorted(policy.preferred_batch_sizes)
         self._queues: dict[tuple, collections.deque[_Job]] = {}
         self._queued_rows = 0
@@ -173,10 +176,10 @@ class DynamicBatcher:
         no coroutine frame of its own to create and resume (64 one-row requests spend the engine's overhead
         here). A caller that goes away cancels that future; the worker and the deadline sweep take cancelled
         jobs out of the queue without computing them."""
-        if rows > self.policy.batch_rows:
+        if rows > self._batch_rows:
             return self._infer_chunked(inputs, rows, timeout_s)
         queued_before = self._queued_rows
-        if not self._accepting or queued_before + rows > self.policy.max_queue_rows:
+        if not self._accepting or queued_before + rows > self._max_queue_rows:
             self._refuse()
         loop = self._loop
         now = loop.time()
@@ -433,7 +436,14 @@ class DynamicBatcher:
                 self.metrics.outcome("ok", 1)
             return
         offset, answered = 0, 0
-        if len(outputs) == 1:  # (the common case, without a dict comprehension per request)
+        if len(outputs) == 1 and rows == len(batch):  # the common case: one output, one row per request
+            [(name, array)] = outputs.items()
+            # Iterating a (rows, 1, ...) view gives each row as a 1-row view, cheaper than slicing each.
+            for job, row in zip(batch, array[:rows, None], strict=True):
+                if not job.future.done():
+                    job.future.set_result({name: row})
+                    answered += 1
+        elif len(outputs) == 1:
             [(name, array)] = outputs.items()
             for job in batch:
                 end = offset + job.rows

@@ -83,11 +83,36 @@ REFUSED_CONNECTIONS = Gauge(
     "Connections refused since start (over max_connections, or while shutting down)",
     registry=REGISTRY,
 )
-GRPC_REQUESTS = Counter(
-    "ferry_grpc_requests",
-    "gRPC requests by method, model and code",
-    ["method", "model", "code"],
-    registry=REGISTRY,
+
+
+class LoopCounter:
+    """A labelled counter for the event loop's thread: counted in a plain dict and turned into a Prometheus family
+    only when scraped. prometheus_client's Counter takes a lock on every increment, a measurable share of a
+    request at tens of thousands a second; every increment here happens on one thread."""
+
+    def __init__(self, name: str, documentation: str, labels: list[str], registry: CollectorRegistry):
+        self.name = name
+        self.documentation = documentation
+        self.labels = labels
+        self._counts: dict[tuple[str, ...], int] = {}
+        registry.register(self)
+
+    def inc(self, key: tuple[str, ...]) -> None:
+        """Count one event of the series ``key`` (its label values, in ``labels`` order)."""
+        self._counts[key] = self._counts.get(key, 0) + 1
+
+    def collect(self):
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
+        for key, count in list(self._counts.items()):
+            family.add_metric(list(key), count)
+        yield family
+
+    def describe(self):
+        return []  # series are known only at scrape time
+
+
+GRPC_REQUESTS = LoopCounter(
+    "ferry_grpc_requests", "gRPC requests by method, model and code", ["method", "model", "code"], REGISTRY
 )
 
 
@@ -102,7 +127,12 @@ class HttpMetrics:
 
     def __init__(self, registry: CollectorRegistry, protocols: tuple[str, ...]):
         self.protocols = protocols
-        self._requests: dict[tuple[str, str, str], int] = {}
+        self._requests = LoopCounter(
+            "ferry_http_requests",
+            "HTTP requests by protocol, model and status class",
+            ["protocol", "model", "status"],
+            registry,
+        )
         # Per (protocol, model): a count per bucket (the last one +Inf) and the sum.
         self._latency: dict[tuple[str, str], list[int]] = {}
         self._latency_sum: dict[tuple[str, str], float] = {}
@@ -115,8 +145,7 @@ class HttpMetrics:
         self._served = models
 
     def request(self, protocol: str, model: str, status: int) -> None:
-        key = (protocol, model, f"{status // 100}xx")
-        self._requests[key] = self._requests.get(key, 0) + 1
+        self._requests.inc((protocol, model, f"{status // 100}xx"))
 
     def latency(self, protocol: str, model: str, seconds: float) -> None:
         key = (protocol, model)
@@ -135,14 +164,6 @@ class HttpMetrics:
         for model in self._served():
             for protocol in self.protocols:
                 self._series((protocol, model))
-        requests = CounterMetricFamily(
-            "ferry_http_requests",
-            "HTTP requests by protocol, model and status class",
-            labels=["protocol", "model", "status"],
-        )
-        for (protocol, model, status), count in list(self._requests.items()):
-            requests.add_metric([protocol, model, status], count)
-        yield requests
         latency = HistogramMetricFamily(
             "ferry_request_seconds", "Server time per inference request", labels=["protocol", "model"]
         )

@@ -203,6 +203,35 @@ async def test_batches_are_padded_to_preferred_sizes_and_padding_is_stripped():
     await batcher.stop()
 
 
+async def test_a_single_output_models_one_row_callers_each_get_their_own_row_of_a_padded_batch():
+    # One output and one row per request: the batcher answers from a view of the rows (not a slice per caller),
+    # so each caller must still get exactly its own row, with the padding dropped and a cancelled caller skipped.
+    gate = threading.Event()
+
+    def runner(inputs):
+        gate.wait(5)
+        return {"y": inputs["x"] @ WEIGHTS}
+
+    batcher, metrics = await started(runner, max_batch_size=16, preferred_batch_sizes=(16,))
+    first = asyncio.ensure_future(batcher.infer({"x": np.zeros((1, 4), np.float32)}, 1, 10))
+    await asyncio.sleep(0.02)  # running: the next callers queue behind it and form one batch
+    xs = np.random.default_rng(3).normal(size=(11, 1, 4)).astype(np.float32)
+    callers = [asyncio.ensure_future(batcher.infer({"x": x}, 1, 10)) for x in xs]
+    await asyncio.sleep(0.01)
+    callers[4].cancel()
+    gate.set()
+    await first
+    for index, (x, caller) in enumerate(zip(xs, callers, strict=True)):
+        if index == 4:
+            assert caller.cancelled()
+            continue
+        result = await caller
+        assert result["y"].shape == (1, 3)
+        np.testing.assert_allclose(result["y"], x @ WEIGHTS, atol=1e-5)
+    assert metrics.batches[-1] == (10, 16)  # the cancelled row left out, the batch padded to 16
+    await batcher.stop()
+
+
 async def test_queue_is_bounded_in_rows():
     gate = threading.Event()
 

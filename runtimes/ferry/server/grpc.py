@@ -174,7 +174,6 @@ class InferenceService:
             f"/{SERVICE}/{name}": (name, request_class) for name, (request_class, _) in METHODS.items()
         }
         self._runs = {name: getattr(self, name) for name in METHODS}
-        self._counts: dict = {}
 
     async def call(self, path: str, message: bytes, metadata: dict[str, str]) -> bytes:
         method = self.methods.get(path)
@@ -208,12 +207,9 @@ class InferenceService:
         self._count(name, model, Status.OK)
         return response if isinstance(response, bytes) else response.SerializeToString()
 
-    def _count(self, method: str, model: str, status: Status) -> None:
-        key = (method, model, status)
-        counter = self._counts.get(key)
-        if counter is None:
-            counter = self._counts[key] = GRPC_REQUESTS.labels(method, model, status.name)
-        counter.inc()
+    @staticmethod
+    def _count(method: str, model: str, status: Status) -> None:
+        GRPC_REQUESTS.inc((method, model, status.name))
 
     # -- the methods --
     async def ServerLive(self, request, metadata):

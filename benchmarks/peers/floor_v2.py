@@ -1,10 +1,11 @@
 """The floor: the least a batched V2 model server on Ferry's HTTP/1.1 transport does per request.
 
 orjson -> numpy (JSON data, or the binary extension's bytes) -> batches formed as Ferry's batcher forms them
-(``run_batches``) -> one onnxruntime call per batch -> orjson, answered on ``ferry.server.http``. No routing, no validation, no request ids, no metrics, no deadlines, no queue limit:
-nothing a server must have but the codec, the batch and the transport. What Ferry's lean server does on top of
-this is what it costs to be a server; whatever ratio this floor reaches against a bare uvicorn app answering a
-constant bounds what any server built on these parts can reach in this run.
+(``run_batches``) -> one onnxruntime call per batch -> orjson, answered on ``ferry.server.http``. No routing, no
+validation, no request ids, no metrics, no deadlines, no queue limit: nothing a server must have but the codec,
+the batch and the transport. What Ferry's lean server does on top of this is what it costs to be a server;
+whatever ratio this floor reaches against a bare uvicorn app answering a constant bounds what any server built on
+these parts can reach in this run.
 
     python benchmarks/peers/floor_v2.py --model_dir DIR --model_name NAME --http_port P
 """

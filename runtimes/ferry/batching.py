@@ -200,8 +200,8 @@ class DynamicBatcher:
         return job.future
 
     async def _infer_chunked(self, inputs: Tensors, rows: int, timeout_s: float) -> Tensors:
-        limit = self.policy.batch_rows
-        if not self._accepting or self._queued_rows + rows > self.policy.max_queue_rows:
+        limit = self._batch_rows
+        if not self._accepting or self._queued_rows + rows > self._max_queue_rows:
             self._refuse()  # all chunks or none: a half-admitted request would only waste work
         chunks = [
             asyncio.ensure_future(
@@ -227,7 +227,7 @@ class DynamicBatcher:
         self.metrics.outcome("overloaded")
         raise Overloaded(
             f"model {self.name!r} is overloaded: {self._queued_rows} rows queued, "
-            f"limit {self.policy.max_queue_rows}"
+            f"limit {self._max_queue_rows}"
         )
 
     async def _run_now(self, job: _Job) -> Tensors:
@@ -436,14 +436,7 @@ class DynamicBatcher:
                 self.metrics.outcome("ok", 1)
             return
         offset, answered = 0, 0
-        if len(outputs) == 1 and rows == len(batch):  # the common case: one output, one row per request
-            [(name, array)] = outputs.items()
-            # Iterating a (rows, 1, ...) view gives each row as a 1-row view, cheaper than slicing each.
-            for job, row in zip(batch, array[:rows, None], strict=True):
-                if not job.future.done():
-                    job.future.set_result({name: row})
-                    answered += 1
-        elif len(outputs) == 1:
+        if len(outputs) == 1:  # (the common case, without a dict comprehension per request)
             [(name, array)] = outputs.items()
             for job in batch:
                 end = offset + job.rows

@@ -133,7 +133,6 @@ class Predictor(Handler):
         self._backend: Backend | None = None
         self._batcher: DynamicBatcher | None = None
         self._timeout_s = settings.request_timeout_s
-        self._max_request_rows = settings.max_request_rows
         self._batch_key: tuple | None = None
 
     async def load(self) -> None:
@@ -173,7 +172,6 @@ class Predictor(Handler):
         self._batcher.metrics = PrometheusBatchMetrics(self.name, lambda: self._batcher.queued_rows)
         await self._batcher.start()
         self.settings = settings
-        self._max_request_rows = settings.max_request_rows
         self.ready = True
         elapsed = time.perf_counter() - started
         LOAD_SECONDS.labels(self.name).set(elapsed)
@@ -214,7 +212,7 @@ class Predictor(Handler):
         if not self.ready:
             raise NotReady(f"model {self.name!r} is not ready")
         rows = self.signature.check_inputs(inputs)
-        if rows > self._max_request_rows:
+        if rows > self.settings.max_request_rows:
             raise InvalidInput(
                 f"input {self.signature.inputs[0].name!r}: {rows} rows exceeds the limit of "
                 f"{self.settings.max_request_rows} rows per request"

@@ -67,19 +67,7 @@ class Signature:
 
     def check_inputs(self, inputs: dict[str, np.ndarray]) -> int:
         """Validate a request's tensors against the model; returns the number of rows (batch size)."""
-        if len(self._fixed_rows) == 1 and len(inputs) == 1:  # most models: one input, checked in a few steps
-            name, dtype, ndim, row_shape = self._fixed_rows[0]
-            array = inputs.get(name)
-            if (
-                array is not None
-                and array.dtype == dtype
-                and array.shape[1:] == row_shape
-                and array.ndim == ndim
-            ):
-                rows = array.shape[0]
-                if rows > 0:
-                    return rows
-        elif self._fixed_rows and len(inputs) == len(self._fixed_rows):
+        if self._fixed_rows and len(inputs) == len(self._fixed_rows):
             rows = -1
             for name, dtype, ndim, row_shape in self._fixed_rows:
                 array = inputs.get(name)

@@ -204,8 +204,8 @@ async def test_batches_are_padded_to_preferred_sizes_and_padding_is_stripped():
 
 
 async def test_a_single_output_models_one_row_callers_each_get_their_own_row_of_a_padded_batch():
-    # One output and one row per request: the batcher answers from a view of the rows (not a slice per caller),
-    # so each caller must still get exactly its own row, with the padding dropped and a cancelled caller skipped.
+    # One output and one row per request (the common case, answered without a dict comprehension per caller):
+    # each caller gets exactly its own row, with the padding dropped and a cancelled caller skipped.
     gate = threading.Event()
 
     def runner(inputs):

@@ -16,7 +16,7 @@ class Case:
 
 
 SMALL_ALL = (
-    "ceiling-asgi", "http-echo", "floor", "ferry-batch", "ferry-nobatch", "ferry-kserve", "ferry-mlserver", "kserve-stock",
+    "ceiling-asgi", "http-echo", "floor", "floor-checked", "ferry-batch", "ferry-nobatch", "ferry-kserve", "ferry-mlserver", "kserve-stock",
     "mlserver", "mlserver-adaptive", "triton", "fastapi",
 )  # fmt: skip
 CASES = [
@@ -33,12 +33,12 @@ CASES = [
     Case("small-v1json", "MLP 85k, one row, V1 JSON", "mlp85k", "v1json", ("ferry-batch", "ferry-kserve", "kserve-stock")),
     Case(
         "large-v2json", "MLP 512-1024-1024-10 (1.6M), one row, V2 REST JSON", "mlp1.6m", "v2json",
-        ("floor", "ferry-batch", "ferry-nobatch", "ferry-kserve", "kserve-stock", "ferry-mlserver", "mlserver",
+        ("floor", "floor-checked", "ferry-batch", "ferry-nobatch", "ferry-kserve", "kserve-stock", "ferry-mlserver", "mlserver",
          "mlserver-adaptive", "triton", "fastapi"),
     ),
     Case(
         "large-v2binary", "MLP 1.6M, one row, V2 REST binary extension", "mlp1.6m", "v2binary",
-        ("floor", "ferry-batch", "ferry-nobatch", "ferry-kserve", "kserve-stock", "triton"),
+        ("floor", "floor-checked", "ferry-batch", "ferry-nobatch", "ferry-kserve", "kserve-stock", "triton"),
     ),
     Case(
         "image-v2binary", "conv net, 1x3x224x224 FP32 (602 KB), V2 REST binary", "conv224", "v2binary",

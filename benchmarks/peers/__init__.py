@@ -68,6 +68,11 @@ PEERS = {
         "the floor: orjson and numpy, a batch, onnxruntime and Ferry's HTTP/1.1 transport; no checks, ids or metrics",
         ("v2json", "v2binary"), launcher="floor_v2.py",
     ),
+    "floor-checked": Peer(
+        "the checked floor: the floor plus Ferry's V2 codec and input checks, request ids, a bounded queue, "
+        "deadlines and Ferry's HTTP metrics",
+        ("v2json", "v2binary"), launcher="floor_v2.py", flags=("--checked",),
+    ),
 }  # fmt: skip
 
 

@@ -43,7 +43,14 @@ def test_the_report_is_one_runs_with_its_commit_and_verdicts_computed_from_its_f
     (results / "small-v2json.json").write_text(
         json.dumps(
             case(
-                "small-v2json", {"ferry-batch": 9000, "ceiling-asgi": 10000, "floor": 12000, "mlserver": 900}
+                "small-v2json",
+                {
+                    "ferry-batch": 9000,
+                    "ceiling-asgi": 10000,
+                    "floor": 12000,
+                    "floor-checked": 9500,
+                    "mlserver": 900,
+                },
             )
         )
     )
@@ -149,6 +156,22 @@ def test_the_report_is_one_runs_with_its_commit_and_verdicts_computed_from_its_f
     floor = rows["small V2 JSON c=64: the floor / bare uvicorn ASGI app answering a constant (for reference)"]
     assert "| 1.20 | >= 1.0 | PASS |" in floor
     assert "The floor (" in text and "takes 83.3" in text and "costs 27.8 where 16.7 is allowed" in text
+    # The checked floor (the floor plus what the standards ask of every request) says whether a server that does
+    # what they ask can meet the target, and what Ferry costs beyond it.
+    checked = rows[
+        "small V2 JSON c=64: the checked floor / bare uvicorn ASGI app answering a constant (for reference)"
+    ]
+    assert "| 0.95 | >= 1.0 | MISS |" in checked
+    assert (
+        "takes 105.3: those cost 21.9, so a server on these parts that does what the standards ask does not "
+        "meet the target in this run; Ferry's routing, repository and general batcher cost 5.8 over" in text
+    )
+    against_mlserver = [
+        line
+        for name, line in rows.items()
+        if name.startswith("small V2 JSON c=64: the checked floor / MLServer")
+    ]
+    assert "| 10.56 | >= 10 | PASS |" in against_mlserver[0]
     # Inside a host: the median of the rounds with both servers up, never the case's points (1.30 here).
     host = rows[
         "small-grpc c=64: Ferry's MLServer runtime / MLServer's own, req/s, median of 3 rounds measured in turns"

@@ -168,7 +168,9 @@ def miss_notes(rows: list[tuple], records: dict, suites: dict) -> list[str]:
         return []
     out = ["Where a target is missed, this run's own figures:", ""]
     if any("bare uvicorn ASGI app" in name for name in missed):
-        out += ceiling_note(records)
+        out += ceiling_note(records, suites)
+    if any(name.startswith("small V2 JSON c=64: Ferry / MLServer") for name in missed):
+        out += mlserver_note(suites)
     if any("raw onnxruntime" in name for name in missed):
         out += [
             "- *rows/s vs raw onnxruntime*: the server and the model share one core, so a request costs the model's",
@@ -256,18 +258,17 @@ def transformer_host_note(data: dict, added_p50_ms: float = 2.0) -> list[str]:
     return out
 
 
-def ceiling_note(records: dict) -> list[str]:
-    """Small V2 JSON at c=64, µs of the core per request: Ferry's whole request, bare uvicorn's constant, Ferry's
-    own transport answering a constant (http-echo), and Ferry's budget by category when profiled."""
-    us = {
-        peer: 1e6 / rps
-        for peer in ("ferry-batch", "ceiling-asgi", "http-echo", "floor", "floor-checked")
-        if (rps := point(records, "small-v2json", peer, 64).get("rps"))
-    }
+def ceiling_note(records: dict, suites: dict) -> list[str]:
+    """Small V2 JSON at c=64, µs of the core per request (the medians of ceiling.py's rounds): Ferry's whole
+    request, bare uvicorn's constant, Ferry's own transport answering a constant (http-echo), the two floors, and
+    Ferry's budget by category when profiled (in the case's run)."""
+    peers = suites.get("ceiling", {}).get("peers", {})
+    us = {peer: 1e6 / entry["rps_median"] for peer, entry in peers.items() if entry.get("rps_median")}
     if "ferry-batch" not in us or "ceiling-asgi" not in us:
         return []
     line = (
-        f"- *Ferry / bare uvicorn*: µs of the core per request at c=64: Ferry {us['ferry-batch']:.1f}, bare uvicorn "
+        "- *Ferry / bare uvicorn*: µs of the core per request at c=64 (the medians of the rounds measured in "
+        f"turns): Ferry {us['ferry-batch']:.1f}, bare uvicorn "
         f"answering a constant {us['ceiling-asgi']:.1f}"
     )
     if "http-echo" in us:
@@ -276,10 +277,10 @@ def ceiling_note(records: dict) -> list[str]:
             f"the transport and the model, and the model, must fit in {us['ceiling-asgi'] - us['http-echo']:.1f} "
             f"and takes {us['ferry-batch'] - us['http-echo']:.1f}"
         )
-    profile = records["small-v2json"]["peers"]["ferry-batch"].get("profile")
+    profile = records.get("small-v2json", {}).get("peers", {}).get("ferry-batch", {}).get("profile")
     if profile:
         line += (
-            " (by category: "
+            " (by category, profiled in the case's run: "
             + ", ".join(f"{where} {value:.1f}" for where, value in profile["budget_us"].items())
             + ")"
         )
@@ -501,6 +502,49 @@ def grpc_rest_section(suites: dict) -> list[str]:
     return [*out, ""]
 
 
+def mlserver_note(suites: dict) -> list[str]:
+    """Ferry / MLServer: what ten times MLServer's rate leaves a request, beside what Ferry and the floors take."""
+    peers = suites.get("ceiling", {}).get("peers", {})
+    us = {peer: 1e6 / entry["rps_median"] for peer, entry in peers.items() if entry.get("rps_median")}
+    if "ferry-batch" not in us or "mlserver" not in us:
+        return []
+    line = (
+        f"- *Ferry / MLServer*: µs of the core per request at c=64 (the medians of the rounds measured in turns): "
+        f"MLServer {us['mlserver']:.1f}, so ten times its rate leaves {us['mlserver'] / 10:.1f}; Ferry takes "
+        f"{us['ferry-batch']:.1f}"
+    )
+    line += "".join(
+        f", {what} {us[peer]:.1f}"
+        for peer, what in (("floor-checked", "the checked floor"), ("floor", "the floor"))
+        if peer in us
+    )
+    return [line + "."]
+
+
+def ceiling_section(suites: dict) -> list[str]:
+    """``ceiling.py``: Ferry, the floors, the ceilings and MLServer, up at once, measured in turns."""
+    data = suites.get("ceiling")
+    if not data:
+        return []
+    out = [
+        "## Ferry, the floors and the ceilings, measured in turns",
+        "",
+        f"`{data['command']}`: {data['load']} at {data['connections']} connections; the servers run side by side "
+        f"(all on CPU 0), and in each of {data['rounds']} rounds of {data['seconds']:g} s each gets one wrk run, the "
+        "order reversing between rounds. The figures are the medians of the rounds.",
+        "",
+        *table_head("lrrr", "server", "req/s", "µs of the core per request", "p50, ms"),
+    ]
+    for entry in data["peers"].values():
+        out.append(
+            f"| {entry['label']} | {entry['rps_median']:,.0f} | {1e6 / entry['rps_median']:.1f} | "
+            f"{statistics.median(entry['p50_ms']):.2f} |"
+        )
+    out += ["", *table_head("lr", "ratio of req/s, per round", "median")]
+    out += [f"| {ratio} | {value:.3f} |" for ratio, value in data["rps_ratio_medians"].items()]
+    return [*out, ""]
+
+
 def hosts_section(suites: dict) -> list[str]:
     """``hosts.py``: Ferry inside each host and the host's own runtime, up at once, measured in turns."""
     data = suites.get("hosts")
@@ -563,50 +607,39 @@ def targets(records: dict, suites: dict) -> list[tuple]:
     rps = lambda case, peer, c=64: point(records, case, peer, c).get("rps")  # noqa: E731
     rows = []
     ferry = rps("small-v2json", "ferry-batch")
-    rows.append(
-        ratio_row(
-            "small V2 JSON c=64: Ferry / bare uvicorn ASGI app answering a constant",
-            ferry,
-            rps("small-v2json", "ceiling-asgi"),
-            1.0,
+    # Ferry against bare uvicorn and against MLServer: the servers up side by side, measured in turns
+    # (ceiling.py), never the cases' points, which are minutes apart. The floor (nothing but codec, batch and
+    # transport) and the checked floor (the floor plus what the standards ask of every request: checked input,
+    # worded errors, request ids, a bounded queue, deadlines, metrics) say, for reference, what a server on these
+    # parts reaches: where the checked floor misses a target too, no server that does what the standards ask
+    # meets it in this run.
+    ceiling = suites.get("ceiling", {})
+    medians = ceiling.get("rps_ratio_medians", {})
+    in_turns = f"median of {ceiling.get('rounds')} rounds measured in turns"
+    for peer, what, host, target in (
+        ("ferry-batch", "Ferry", "ceiling-asgi", 1.0),
+        ("floor", "the floor", "ceiling-asgi", 1.0),
+        ("floor-checked", "the checked floor", "ceiling-asgi", 1.0),
+        ("ferry-batch", "Ferry", "mlserver", 10),
+        ("floor-checked", "the checked floor", "mlserver", 10),
+    ):
+        against = (
+            "bare uvicorn ASGI app answering a constant" if host == "ceiling-asgi" else PEERS[host].label
         )
-    )
-    # The floor (peers/floor_v2.py): a batched server of nothing but the codec, the batch and Ferry's transport.
-    # Where it misses a target too, no server built on these parts meets it in this run.
-    # The checked floor: the floor plus what the standards ask of every request (checked input, worded errors,
-    # request ids, a bounded queue, deadlines, metrics). Where it misses a target, no server on these parts that
-    # does what the standards ask meets it in this run.
-    rows.append(
-        ratio_row(
-            "small V2 JSON c=64: the floor / bare uvicorn ASGI app answering a constant (for reference)",
-            rps("small-v2json", "floor"),
-            rps("small-v2json", "ceiling-asgi"),
-            1.0,
+        reference = "" if peer == "ferry-batch" else " (for reference)"
+        rows.append(
+            target_row(
+                f"small V2 JSON c=64: {what} / {against}, req/s, {in_turns}{reference}",
+                medians.get(f"{peer}/{host}"),
+                target,
+            )
         )
-    )
-    rows.append(
-        ratio_row(
-            "small V2 JSON c=64: the checked floor / bare uvicorn ASGI app answering a constant (for reference)",
-            rps("small-v2json", "floor-checked"),
-            rps("small-v2json", "ceiling-asgi"),
-            1.0,
-        )
-    )
-    for peer, target in (("fastapi", 2), ("kserve-stock", 10), ("mlserver", 10), ("triton", 5)):
+    for peer, target in (("fastapi", 2), ("kserve-stock", 10), ("triton", 5)):
         rows.append(
             ratio_row(
                 f"small V2 JSON c=64: Ferry / {PEERS[peer].label}", ferry, rps("small-v2json", peer), target
             )
         )
-        if peer == "mlserver":
-            rows.append(
-                ratio_row(
-                    f"small V2 JSON c=64: the checked floor / {PEERS[peer].label} (for reference)",
-                    rps("small-v2json", "floor-checked"),
-                    rps("small-v2json", peer),
-                    target,
-                )
-            )
     on, off = rps("large-v2json", "ferry-batch"), rps("large-v2json", "ferry-nobatch")
     rows.append(ratio_row("1.6M MLP c=64: batching on / off", on, off, 1.5))
     for case in ("large-v2json", "large-v2binary"):
@@ -991,6 +1024,7 @@ def write_report(results: Path, report: Path, plots: Path) -> None:
     out += mlserver_batching_section(suites)
     out += one_client_section(suites)
     out += grpc_rest_section(suites)
+    out += ceiling_section(suites)
     out += hosts_section(suites)
     out += request_cost_section(suites)
     out += engine_section(suites)

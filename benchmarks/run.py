@@ -210,6 +210,7 @@ SUITES = (
     Suite("explainer", EXPLAINER_PY, "explainer_latency.py", (), ("--explanations", "4", "--warmup", "1")),
     Suite("one-client", FERRY_PY, "one_client.py", ("--rounds", "8", "--seconds", "2"), ("--rounds", "2", "--seconds", "1")),
     Suite("grpc-rest", FERRY_PY, "grpc_rest.py", ("--rounds", "8", "--seconds", "2"), ("--rounds", "2", "--seconds", "1")),
+    Suite("ceiling", FERRY_PY, "ceiling.py", ("--rounds", "6", "--seconds", "2"), ("--rounds", "2", "--seconds", "1")),
     Suite("hosts", FERRY_PY, "hosts.py", ("--rounds", "6", "--seconds", "2"), ("--rounds", "2", "--seconds", "1", "--cases", "small-v2json,small-grpc")),
     Suite("mlserver-batching", mlserver_python(), "mlserver_batching.py", ("--duration", "6"), ("--duration", "2")),
     Suite("gpu", FERRY_PY, "gpu.py", (), ("--quick",), needs_gpu=True),

@@ -258,12 +258,17 @@ def transformer_host_note(data: dict, added_p50_ms: float = 2.0) -> list[str]:
     return out
 
 
+def ceiling_us(suites: dict) -> dict[str, float]:
+    """µs of the core per request at c=64 for each server of ceiling.py: 1e6 / the median of its rounds' req/s."""
+    peers = suites.get("ceiling", {}).get("peers", {})
+    return {peer: 1e6 / entry["rps_median"] for peer, entry in peers.items() if entry.get("rps_median")}
+
+
 def ceiling_note(records: dict, suites: dict) -> list[str]:
     """Small V2 JSON at c=64, µs of the core per request (the medians of ceiling.py's rounds): Ferry's whole
     request, bare uvicorn's constant, Ferry's own transport answering a constant (http-echo), the two floors, and
     Ferry's budget by category when profiled (in the case's run)."""
-    peers = suites.get("ceiling", {}).get("peers", {})
-    us = {peer: 1e6 / entry["rps_median"] for peer, entry in peers.items() if entry.get("rps_median")}
+    us = ceiling_us(suites)
     if "ferry-batch" not in us or "ceiling-asgi" not in us:
         return []
     line = (
@@ -504,8 +509,7 @@ def grpc_rest_section(suites: dict) -> list[str]:
 
 def mlserver_note(suites: dict) -> list[str]:
     """Ferry / MLServer: what ten times MLServer's rate leaves a request, beside what Ferry and the floors take."""
-    peers = suites.get("ceiling", {}).get("peers", {})
-    us = {peer: 1e6 / entry["rps_median"] for peer, entry in peers.items() if entry.get("rps_median")}
+    us = ceiling_us(suites)
     if "ferry-batch" not in us or "mlserver" not in us:
         return []
     line = (

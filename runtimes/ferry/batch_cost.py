@@ -71,12 +71,16 @@ class BatchCostModel:
             self.row_seconds[bucket] = seconds_per_row
         else:
             self.row_seconds[bucket] = 0.9 * previous + 0.1 * seconds_per_row
-        cheapest = min(self.row_seconds.values())
+        within = SLOWER_PER_ROW * min(self.row_seconds.values())
         # The largest bucket within SLOWER_PER_ROW of the cheapest: fixed per-batch costs make small batches
-        # dearer per row, so "good" is a band, and its top end is what batches should grow to.
-        good = max(b for b, cost in self.row_seconds.items() if cost <= SLOWER_PER_ROW * cheapest)
-        dearer_above = any(b > good for b in self.row_seconds)
-        cap = min(self.max_rows, (1 << good) - 1) if dearer_above else self.max_rows
+        # dearer per row, so "good" is a band, and its top end is what batches should grow to. (One plain loop, no
+        # generators: this runs after every batch, right after the model has swept the caches.)
+        good = largest = 0
+        for measured, cost in self.row_seconds.items():
+            largest = max(largest, measured)
+            if cost <= within:
+                good = max(good, measured)
+        cap = min(self.max_rows, (1 << good) - 1) if largest > good else self.max_rows
         if cap != self.row_cap:
             log.info(
                 "model %s: batches of up to %d rows (measured CPU per row: %s)",

@@ -66,17 +66,12 @@ class BatchingPolicy:
         return self.max_batch_size
 
 
-class _Job:
-    # As few fields as a request needs: 64 one-row requests make 64 of these per batch.
-    __slots__ = ("deadline", "enqueued", "future", "inputs", "queued", "rows")
-
-    def __init__(self, inputs: Tensors, rows: int, future: asyncio.Future, now: float, deadline: float):
-        self.inputs = inputs
-        self.rows = rows
-        self.future = future
-        self.enqueued = now
-        self.deadline = deadline
-        self.queued = True
+# A request in the batcher: (future, inputs, rows, enqueued, deadline), the loop times of its arrival and deadline.
+# A tuple, not an object with fields: 64 one-row requests make 64 of these per batch, and a tuple costs a
+# twentieth of an object's construction (~10 ns against ~200). A job is queued exactly while it is in a queue:
+# jobs leave only from the front (taken into a batch, or dropped as cancelled or expired), so no flag is needed.
+_Job = tuple[asyncio.Future, Tensors, int, float, float]
+_FUTURE, _INPUTS, _ROWS, _ENQUEUED, _DEADLINE = range(5)
 
 
 class BatchMetrics:
@@ -157,8 +152,8 @@ class DynamicBatcher:
         self._workers.clear()
         for queue in self._queues.values():
             for job in queue:
-                if not job.future.done():
-                    job.future.set_exception(NotReady(f"model {self.name!r} is shutting down"))
+                if not job[_FUTURE].done():
+                    job[_FUTURE].set_exception(NotReady(f"model {self.name!r} is shutting down"))
         self._queues.clear()
         for executor in self._executors:
             executor.shutdown(wait=False)
@@ -183,7 +178,8 @@ class DynamicBatcher:
             self._refuse()
         loop = self._loop
         now = loop.time()
-        job = _Job(inputs, rows, loop.create_future(), now, now + timeout_s)
+        future = loop.create_future()
+        job = (future, inputs, rows, now, now + timeout_s)
         if not queued_before and self._runs_at_once(rows):
             return self._run_now(job)
         if key is None:
@@ -197,7 +193,7 @@ class DynamicBatcher:
             # (With rows already queued, the batcher is not idle and the workers were woken for them.)
             self._idle.clear()
             self._wakeup.set()
-        return job.future
+        return future
 
     async def _infer_chunked(self, inputs: Tensors, rows: int, timeout_s: float) -> Tensors:
         limit = self._batch_rows
@@ -232,15 +228,14 @@ class DynamicBatcher:
 
     async def _run_now(self, job: _Job) -> Tensors:
         """Nothing to batch with: compute in the caller's own task (no hand-off to the worker and back)."""
-        job.queued = False
         self._running_batches += 1
         self._idle.clear()
         try:
-            await self._run([job], job.rows, self._runners[0], self._executors[0])
+            await self._run([job], job[_ROWS], self._runners[0], self._executors[0])
         finally:
             self._running_batches -= 1
             self._check_idle()
-        return job.future.result()
+        return job[_FUTURE].result()
 
     def _runs_at_once(self, rows: int) -> bool:
         """Whether a request runs in its caller's task, skipping the queue: nothing is queued or running, its
@@ -257,21 +252,24 @@ class DynamicBatcher:
         self._direct_runs += 1
         return self._direct_runs % LONE_BATCHES != 0
 
-    def _leave_queue(self, job: _Job) -> None:
-        if job.queued:
-            job.queued = False
-            self._queued_rows -= job.rows
+    def _drop(self, job: _Job) -> None:
+        """Account for a job just taken from its queue that will not be computed: cancelled by its caller (who
+        went away) or past its deadline (failed here)."""
+        self._queued_rows -= job[_ROWS]
+        if job[_FUTURE].cancelled():
             self.metrics.outcome("cancelled")
-            self._check_idle()
+        else:
+            self._expire(job)
+        self._check_idle()
 
     def _expire(self, job: _Job) -> None:
-        if job.future.done():
+        future, _, _, enqueued, deadline = job
+        if future.done():
             return
-        self._leave_queue(job)
         self.metrics.outcome("deadline")
-        job.future.set_exception(
+        future.set_exception(
             DeadlineExceeded(
-                f"model {self.name!r}: no result within the deadline of {job.deadline - job.enqueued:g} s"
+                f"model {self.name!r}: no result within the deadline of {deadline - enqueued:g} s"
             )
         )
 
@@ -282,19 +280,16 @@ class DynamicBatcher:
         while True:
             await asyncio.sleep(interval_s)
             now = loop.time()
-            for queue in list(self._queues.values()):
-                for job in queue:  # oldest first; requests behind a live one are younger
-                    if not job.queued:
-                        continue
-                    if job.future.cancelled():
-                        self._leave_queue(job)
-                    elif job.deadline <= now:
-                        self._expire(job)
-                    else:
-                        break
+            for key, queue in list(self._queues.items()):
+                # Oldest first: requests behind a live one are younger (a cancelled one behind it is dropped when
+                # a batch reaches it).
+                while queue and (queue[0][_FUTURE].cancelled() or queue[0][_DEADLINE] <= now):
+                    self._drop(queue.popleft())
+                if not queue:
+                    del self._queues[key]
             for batch in self._running:
                 for job in batch:
-                    if job.deadline <= now:
+                    if job[_DEADLINE] <= now:
                         self._expire(job)
 
     def _check_idle(self) -> None:
@@ -307,22 +302,21 @@ class DynamicBatcher:
         limit = self.cost.next_limit() if self.policy.enabled else 1  # batching off: every request runs alone
         queues = self._queues
         while queues:
-            key = min(queues, key=lambda k: queues[k][0].enqueued) if len(queues) > 1 else next(iter(queues))
+            key = (
+                min(queues, key=lambda k: queues[k][0][_ENQUEUED]) if len(queues) > 1 else next(iter(queues))
+            )
             queue = queues[key]
             batch, rows = [], 0
             while queue:
-                job = queue[0]
-                if job.queued and job.future.cancelled():  # the caller went away: not computed, not counted
-                    self._leave_queue(job)
-                if not job.queued:  # cancelled or expired: accounted for
-                    queue.popleft()
+                job = queue.popleft()
+                if job[_FUTURE].cancelled():  # the caller went away: not computed, not counted
+                    self._drop(job)
                     continue
-                if rows and rows + job.rows > limit:  # a job alone always fits: infer() split it
+                if rows and rows + job[_ROWS] > limit:  # a job alone always fits: infer() split it
+                    queue.appendleft(job)
                     break
-                queue.popleft()
-                job.queued = False
                 batch.append(job)
-                rows += job.rows
+                rows += job[_ROWS]
             self._queued_rows -= rows
             if not queue:
                 del queues[key]
@@ -339,7 +333,7 @@ class DynamicBatcher:
                 await self._wakeup.wait()
                 continue
             if delay > 0 and self.policy.enabled and self._queued_rows < self.cost.row_cap:
-                oldest = min(queue[0].enqueued for queue in self._queues.values() if queue)
+                oldest = min(queue[0][_ENQUEUED] for queue in self._queues.values())
                 wait = oldest + delay - loop.time()
                 if wait > 0:
                     await asyncio.sleep(wait)
@@ -392,11 +386,13 @@ class DynamicBatcher:
             self._fruitless_gathers += 1
 
     async def _run(self, batch: list[_Job], rows: int, runner: Runner, executor: ThreadPoolExecutor) -> None:
-        self.metrics.queue_wait(self._loop.time() - batch[0].enqueued)
+        self.metrics.queue_wait(self._loop.time() - batch[0][_ENQUEUED])
         if len(batch) == 1:
-            merged = batch[0].inputs
+            merged = batch[0][_INPUTS]
         else:
-            merged = {name: np.concatenate([job.inputs[name] for job in batch]) for name in batch[0].inputs}
+            merged = {
+                name: np.concatenate([job[_INPUTS][name] for job in batch]) for name in batch[0][_INPUTS]
+            }
         padded = self._bucket(rows)
         if padded > rows:
             merged = {name: _pad_rows(array, padded - rows) for name, array in merged.items()}
@@ -422,33 +418,42 @@ class DynamicBatcher:
                 )
             )
             log.error("%s", error.message, exc_info=not isinstance(exc, ServingError))
-            failed = [job for job in batch if not job.future.done()]
-            for job in failed:
-                job.future.set_exception(error)
+            failed = [job[_FUTURE] for job in batch if not job[_FUTURE].done()]
+            for future in failed:
+                future.set_exception(error)
             self.metrics.outcome("error", len(failed))
             return
         self.cost.observe(padded, cpu)
         self.metrics.batch(rows, padded, elapsed)
         if len(batch) == 1 and padded == rows:
-            job = batch[0]
-            if not job.future.done():
-                job.future.set_result(outputs)
+            future = batch[0][_FUTURE]
+            if not future.done():
+                future.set_result(outputs)
                 self.metrics.outcome("ok", 1)
             return
         offset, answered = 0, 0
-        if len(outputs) == 1:  # (the common case, without a dict comprehension per request)
+        if len(outputs) == 1 and rows == len(batch):  # the common case: one output, one row a request
             [(name, array)] = outputs.items()
-            for job in batch:
-                end = offset + job.rows
-                if not job.future.done():
-                    job.future.set_result({name: array[offset:end]})
+            # (Each row a view made in C by iterating, not a slice made per request.)
+            for job, row in zip(batch, array[:rows, None], strict=True):
+                try:
+                    job[_FUTURE].set_result({name: row})
+                except asyncio.InvalidStateError:  # (cheaper than asking first: rare) its caller went away
+                    answered -= 1
+            answered += rows
+        elif len(outputs) == 1:  # (without a dict comprehension per request)
+            [(name, array)] = outputs.items()
+            for future, _, job_rows, _, _ in batch:
+                end = offset + job_rows
+                if not future.done():
+                    future.set_result({name: array[offset:end]})
                     answered += 1
                 offset = end
         else:
-            for job in batch:
-                end = offset + job.rows
-                if not job.future.done():
-                    job.future.set_result({name: array[offset:end] for name, array in outputs.items()})
+            for future, _, job_rows, _, _ in batch:
+                end = offset + job_rows
+                if not future.done():
+                    future.set_result({name: array[offset:end] for name, array in outputs.items()})
                     answered += 1
                 offset = end
         self.metrics.outcome("ok", answered)

@@ -133,6 +133,7 @@ class Predictor(Handler):
         self._backend: Backend | None = None
         self._batcher: DynamicBatcher | None = None
         self._timeout_s = settings.request_timeout_s
+        self._max_request_rows = settings.max_request_rows
         self._batch_key: tuple | None = None
 
     async def load(self) -> None:
@@ -172,6 +173,7 @@ class Predictor(Handler):
         self._batcher.metrics = PrometheusBatchMetrics(self.name, lambda: self._batcher.queued_rows)
         await self._batcher.start()
         self.settings = settings
+        self._max_request_rows = settings.max_request_rows
         self.ready = True
         elapsed = time.perf_counter() - started
         LOAD_SECONDS.labels(self.name).set(elapsed)
@@ -212,10 +214,10 @@ class Predictor(Handler):
         if not self.ready:
             raise NotReady(f"model {self.name!r} is not ready")
         rows = self.signature.check_inputs(inputs)
-        if rows > self.settings.max_request_rows:
+        if rows > self._max_request_rows:
             raise InvalidInput(
                 f"input {self.signature.inputs[0].name!r}: {rows} rows exceeds the limit of "
-                f"{self.settings.max_request_rows} rows per request"
+                f"{self._max_request_rows} rows per request"
             )
         requested = self.signature.check_outputs(outputs) if outputs else None  # (before any work is queued)
         result = self._batcher.infer(inputs, rows, self._timeout_s, self._batch_key)

@@ -38,6 +38,9 @@ class Signature:
     # (name, dtype, ndim, row shape) per input when every input has fixed, numeric rows: the per-request check
     # is then a few comparisons; anything that fails them takes the full check, which words the error.
     _fixed_rows: list = field(default_factory=list, compare=False, repr=False)
+    # The same for a model of one input (most models), checked without the loop: a few hundred ns per request
+    # that 64 one-row requests pay 64 times per batch.
+    _single: list = field(default_factory=list, compare=False, repr=False)
 
     def __post_init__(self):
         self._input_index.update({spec.name: spec for spec in self.inputs})
@@ -45,6 +48,8 @@ class Signature:
             self._fixed_rows.extend(
                 (spec.name, spec.dtype, len(spec.shape), spec.shape[1:]) for spec in self.inputs
             )
+            if len(self._fixed_rows) == 1:
+                self._single.extend(self._fixed_rows[0])
 
     @property
     def input_names(self) -> list[str]:
@@ -67,7 +72,15 @@ class Signature:
 
     def check_inputs(self, inputs: dict[str, np.ndarray]) -> int:
         """Validate a request's tensors against the model; returns the number of rows (batch size)."""
-        if self._fixed_rows and len(inputs) == len(self._fixed_rows):
+        if self._single and len(inputs) == 1:
+            name, dtype, ndim, row_shape = self._single
+            array = inputs.get(name)
+            # (``is``: numpy's dtypes of one kind are one object; any other spelling takes the full check below.)
+            if array is not None and array.dtype is dtype:
+                shape = array.shape
+                if len(shape) == ndim and shape[1:] == row_shape and shape[0]:
+                    return shape[0]
+        elif self._fixed_rows and len(inputs) == len(self._fixed_rows):
             rows = -1
             for name, dtype, ndim, row_shape in self._fixed_rows:
                 array = inputs.get(name)

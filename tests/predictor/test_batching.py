@@ -262,12 +262,13 @@ async def test_deadline_expires_queued_request_and_the_batcher_keeps_serving():
         gate.wait(5)
         return matmul(inputs)
 
-    batcher, _ = await started(blocked)
+    batcher, metrics = await started(blocked)
     running = asyncio.ensure_future(batcher.infer({"x": np.ones((1, 4), np.float32)}, 1, 10))
     await asyncio.sleep(0.02)
     with pytest.raises(DeadlineExceeded, match=r"deadline of 0\.05 s"):
         await batcher.infer({"x": np.ones((1, 4), np.float32)}, 1, 0.05)
     assert batcher.queued_rows == 0  # the expired request left the queue
+    assert metrics.outcomes == ["deadline"]  # counted once, as what it was (not also as cancelled)
     gate.set()
     await running
     assert (await batcher.infer({"x": np.ones((1, 4), np.float32)}, 1, 1))["y"].shape == (1, 3)

@@ -57,8 +57,14 @@ async def test_signature_and_limits_are_checked_before_queueing(onnx_model):
     await predictor.load()
     with pytest.raises(InvalidInput, match=r"expected shape \[-1, 8\], got \[1, 7\]"):
         await predictor.infer({"input-0": np.ones((1, 7), np.float32)})
+    with pytest.raises(InvalidInput, match=r"expected shape \[-1, 8\], got \[8\]"):
+        await predictor.infer({"input-0": np.ones(8, np.float32)})
     with pytest.raises(InvalidInput, match="expected datatype FP32, got FP64"):
         await predictor.infer({"input-0": np.ones((1, 8))})
+    with pytest.raises(InvalidInput, match="a request needs at least one row"):
+        await predictor.infer({"input-0": np.ones((0, 8), np.float32)})
+    with pytest.raises(InvalidInput, match=r"unknown input 'extra'"):
+        await predictor.infer({"input-0": np.ones((1, 8), np.float32), "extra": np.ones((1, 8), np.float32)})
     with pytest.raises(InvalidInput, match="11 rows exceeds the limit of 10"):
         await predictor.infer({"input-0": np.ones((11, 8), np.float32)})
     with pytest.raises(InvalidInput, match="unknown output 'nope'"):

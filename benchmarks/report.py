@@ -1096,8 +1096,29 @@ def engine_section(suites: dict) -> list[str]:
         f"`{engine.get('command', 'benchmarks/engine_overhead.py')}`; 1.6M-parameter MLP 512-1024-1024-10, one "
         f"intra-op thread, uvloop; {engine.get('machine', '')}; load average before {engine.get('load_average', '?')}.",
         "",
+        *per_process_line(engine),
         *table_head("lr", "measure", "value"),
         *(f"| {k} | {v:.1f} |" for k, v in engine.items() if isinstance(v, float)),
+        "",
+    ]
+
+
+def per_process_line(engine: dict) -> list[str]:
+    """How the engine figures were taken when ``--processes`` was given: medians, and each target per process."""
+    processes = engine.get("processes")
+    if not processes:
+        return []
+    runs = "; ".join(
+        f"{key}: {', '.join(f'{value:.1f}' for value in engine[key + '_per_process'])}"
+        for key in (
+            "engine_own_overhead_64_requests_pct",
+            "overhead_one_request_pct",
+            "c1_latency_batching_cost_pct",
+        )
+        if key + "_per_process" in engine
+    )
+    return [
+        f"Each figure is the median over {processes} fresh processes, one after another. Per process: {runs}.",
         "",
     ]
 

@@ -203,7 +203,7 @@ class Suite:
 
 
 SUITES = (
-    Suite("engine", FERRY_PY, "engine_overhead.py", ("--seconds", "4"), ("--seconds", "1"), pin=SERVER_CPU),
+    Suite("engine", FERRY_PY, "engine_overhead.py", ("--seconds", "4", "--processes", "5"), ("--seconds", "1"), pin=SERVER_CPU),
     Suite("request_cost", FERRY_PY, "request_cost.py", ("--seconds", "2"), ("--seconds", "0.5"), pin=SERVER_CPU),
     Suite("multi-model", FERRY_PY, "multi_model.py", (), ("--models", "4", "--seconds", "2")),
     Suite("transformer", FERRY_PY, "transformer_latency.py", ("--duration", "6"), ("--quick", "--duration", "2", "--runs", "1")),

@@ -63,6 +63,8 @@ def test_the_report_is_one_runs_with_its_commit_and_verdicts_computed_from_its_f
                 "asyncio_64_waiting_tasks_us": 200.0,
                 "asyncio_64_tasks_around_raw_batch_us": 1480.0,
                 "engine_64_requests_batch64_us": 1633.6,
+                "processes": 3,
+                "engine_own_overhead_64_requests_pct_per_process": [11.0, 12.0, 14.5],
             }
         )
     )
@@ -224,6 +226,9 @@ def test_the_report_is_one_runs_with_its_commit_and_verdicts_computed_from_its_f
     assert "beyond the raw batch" in engine[0] and "| 12.00 | <= 10 | MISS |" in engine[0]
     assert "the engine's own 154 µs is 2.4 µs per request, where 10 % of the raw call allows 2.0" in text
     assert "all in (for reference)" in engine[1] and "| 12.50 | <= 10 | MISS |" in engine[1]
+    # The engine's figures are medians over fresh processes, and the report says so with each process's value.
+    assert "median over 3 fresh processes" in text
+    assert "engine_own_overhead_64_requests_pct: 11.0, 12.0, 14.5" in text
     # One client: the median of the rounds measured in turns, never the cases' c=1 points.
     small = rows[
         "small-v2json c=1: p50 batching on / off (the batcher's cost to one client), median of 3 rounds measured "

@@ -120,14 +120,16 @@ class LoopHistogram:
     Python is slow (the model has just swept the caches): ~1 us a request at 64 one-row requests a batch."""
 
     def __init__(
-        self, name: str, documentation: str, labels: list[str], buckets, registry: CollectorRegistry
+        self, name: str, documentation: str, labels: list[str], buckets, registry: CollectorRegistry | None
     ):
+        """``registry`` None: collected by its owner (``HttpMetrics``, which declares series before each scrape)."""
         self.name = name
         self.documentation = documentation
         self.labels = labels
         self.bounds = tuple(float(bound) for bound in buckets)
         self._series: dict[tuple[str, ...], HistogramSeries] = {}
-        registry.register(self)
+        if registry is not None:
+            registry.register(self)
 
     def series(self, key: tuple[str, ...]) -> HistogramSeries:
         """The series of label values ``key``, exported (empty) from now on."""
@@ -188,7 +190,13 @@ class HttpMetrics:
             ["protocol", "model", "status"],
             registry,
         )
-        self._latency: dict[tuple[str, str], HistogramSeries] = {}
+        self._latency = LoopHistogram(
+            "ferry_request_seconds",
+            "Server time per inference request",
+            ["protocol", "model"],
+            LATENCY_BUCKETS,
+            None,  # collected below, once the served models' series are declared
+        )
         self._served = lambda: ()
         registry.register(self)
 
@@ -201,25 +209,13 @@ class HttpMetrics:
         self._requests.inc((protocol, model, f"{status // 100}xx"))
 
     def latency(self, protocol: str, model: str, seconds: float) -> None:
-        key = (protocol, model)
-        series = self._latency.get(key)
-        if series is None:
-            series = self._series(key)
-        series.observe(seconds)
-
-    def _series(self, key: tuple[str, str]) -> HistogramSeries:
-        return self._latency.setdefault(key, HistogramSeries(LATENCY_BUCKETS))
+        self._latency.series((protocol, model)).observe(seconds)
 
     def collect(self):
         for model in self._served():
             for protocol in self.protocols:
-                self._series((protocol, model))
-        latency = HistogramMetricFamily(
-            "ferry_request_seconds", "Server time per inference request", labels=["protocol", "model"]
-        )
-        for (protocol, model), series in list(self._latency.items()):
-            latency.add_metric([protocol, model], series.cumulative(), series.sum)
-        yield latency
+                self._latency.series((protocol, model))
+        yield from self._latency.collect()
 
     def describe(self):
         return []  # families are known only at scrape time; no name clashes to check at registration

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from ferry.protocol.oip_grpc import Stub
 from support.grpc_requests import infer_request
-from support.h2client import DATA, GOAWAY, HEADERS, RST_STREAM, SETTINGS, WINDOW_UPDATE, RawH2, grpc_headers
+from support.h2client import DATA, HEADERS, RST_STREAM, SETTINGS, WINDOW_UPDATE, RawH2, grpc_headers
 from support.servers import start_predictor
 
 V1_BODY = b'{"instances": [[0.1, 0.2, 0.3, 0.4]]}'
@@ -153,7 +153,7 @@ def test_a_connection_past_the_cap_is_refused_in_words(churn):
     with connect(server) as extra:
         status, raw = response_of(extra, wait_s=5)
         assert status == 503 and b"limit of 8 open connections" in raw and b"retry-after: 1" in raw, raw
-    h2 = RawH2(server)  # the gRPC port has a cap of its own, and says so in its GOAWAY
+    h2 = RawH2(server)  # the gRPC port has a cap of its own
     h2.sock.close()
     held.pop().close()
     time.sleep(0.2)
@@ -166,15 +166,26 @@ def test_a_connection_past_the_cap_is_refused_in_words(churn):
     assert "ferry_refused_connections 1.0" in metrics.text
 
 
-def test_grpc_connections_past_the_cap_get_goaway_with_the_reason(churn):
+def test_grpc_connections_past_the_cap_fail_at_once_as_a_failed_connect(churn):
+    """Past the gRPC port's cap a connection is closed before the server's preface: grpc-core fails the call at
+    once with UNAVAILABLE "failed to connect" (told SETTINGS then GOAWAY, it would reconnect over and over until
+    the call's deadline). The reason goes to the log; there is room again once a connection closes."""
     server = churn("--max_connections=2")
     first, second = RawH2(server), RawH2(server)
-    refused = RawH2(server)
-    goaway = refused.until(GOAWAY)
-    assert goaway is not None and b"limit of 2 open connections" in goaway[3]
-    assert int.from_bytes(goaway[3][:4], "big") == 0  # no stream was processed: safe to retry elsewhere
-    for raw in (first, second, refused):
-        raw.sock.close()
+    with socket.create_connection(("127.0.0.1", server.grpc_port), timeout=10) as refused:
+        refused.settimeout(5)
+        with contextlib.suppress(ConnectionResetError):
+            assert refused.recv(4096) == b""  # closed without a word: no SETTINGS, so no connection was made
+    with grpc.insecure_channel(server.grpc_address) as channel, pytest.raises(grpc.RpcError) as failure:
+        Stub(channel).ModelInfer(GRPC_REQUEST, timeout=10)
+    assert failure.value.code() == grpc.StatusCode.UNAVAILABLE, failure.value  # not DEADLINE_EXCEEDED
+    assert "failed to connect" in failure.value.details().lower(), failure.value.details()
+    assert "refusing gRPC connections: this server has its limit of 2 open connections" in server.log()
+    first.sock.close()
+    time.sleep(0.2)
+    with grpc.insecure_channel(server.grpc_address) as channel:  # room again
+        assert Stub(channel).ModelInfer(GRPC_REQUEST, timeout=10).outputs
+    second.sock.close()
 
 
 def test_http1_bodies_past_the_budget_wait_then_get_503_and_memory_stays_bounded(churn):

@@ -22,7 +22,7 @@ from urllib.parse import unquote
 import httptools
 
 from ferry.server.budget import FREE_BODY_BYTES
-from ferry.server.listener import LATE_REQUEST_GRACE_S, Listener
+from ferry.server.listener import LATE_REQUEST_GRACE_S, Listener, close_after_linger
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +97,12 @@ class _Connection(asyncio.Protocol):
             self.idle_since = self.loop.time()
 
     def refuse_connection(self, reason: str) -> None:
-        """A connection the listener does not take (see ``Listener.admit``): a 503 the client can read."""
+        """A connection the listener does not take (see ``Listener.admit``): a 503 the client can read, then the
+        connection lingers (see ``close_after_linger``)."""
         self.discarding = True
         body = b'{"error":"%s; retry later"}' % reason.encode()
         self.transport.write(render(503, b"application/json", body, [(b"retry-after", b"1")], close=True))
+        close_after_linger(self.transport)
 
     def connection_lost(self, exc) -> None:
         self.server.forget(self)

@@ -9,12 +9,15 @@ needs sub-second precision), and the two steps of a shutdown:
    The window ends early once no connection has opened, closed or stayed open for ``quiet_s`` (half a second
    unless set).
 2. ``shutdown(timeout_s)``: close idle connections; let busy ones finish what they have received (each closes
-   itself once idle); close whatever is still busy after the timeout. A connection opened meanwhile is refused
-   in words (a 503; GOAWAY) rather than by a reset, and the listening socket closes last.
+   itself once idle); close whatever is still busy after the timeout. On the HTTP/1.1 port a connection opened
+   meanwhile is refused in words (a 503) rather than by a reset, and the listening socket closes last; the gRPC
+   port stops accepting first (see ``stop_accepting_first``).
 
-A refused connection (shutting down, or past ``max_connections``) gets its refusal, then the server reads and
-drops what the client sends for ``REFUSAL_LINGER_S`` (closing a socket with unread bytes would reset it and could
-destroy the refusal before the client reads it)."""
+A refused connection (shutting down, or past ``max_connections``) is counted, logged (at most every
+``REFUSAL_LOG_EVERY_S``) and refused the way its protocol's clients handle best: over HTTP/1.1 a 503, then the
+server reads and drops what the client sends for ``REFUSAL_LINGER_S`` (closing a socket with unread bytes would
+reset it and could destroy the refusal before the client reads it); over HTTP/2 a close before the server's
+preface, which gRPC clients treat as a failed connect (see ``H2Connection.refuse_connection``)."""
 
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from ferry.server.budget import RequestBudget
 log = logging.getLogger(__name__)
 
 REFUSAL_LINGER_S = 2.0
+REFUSAL_LOG_EVERY_S = 10.0
 LATE_REQUEST_GRACE_S = 0.5  # at shutdown: how long an idle connection may still bring a request (answered)
 
 
@@ -72,6 +76,7 @@ class Listener:
     name = "connections"
     #: At shutdown, stop accepting at once (a client that cannot connect retries elsewhere: gRPC's do, and a
     #: connection reset before its first request loses nothing) rather than refuse late connections in words.
+    #: Connections already accepted by then are refused (``refuse_connection``).
     stop_accepting_first = False
 
     def __init__(self, limits: Limits | None = None, budget: RequestBudget | None = None):
@@ -82,6 +87,8 @@ class Listener:
         self.closing = False  # no longer accepting
         self.draining = False  # answering, but telling every client to go
         self.refused_connections = 0
+        self.refusals_logged = 0  # refused_connections when a refusal was last logged
+        self.refusal_logged_at = float("-inf")
         self.last_change = 0.0  # loop time a connection last opened or closed
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task | None = None
@@ -104,9 +111,17 @@ class Listener:
             self.last_change = asyncio.get_running_loop().time()
             return True
         self.refused_connections += 1
+        now = asyncio.get_running_loop().time()
+        if now - self.refusal_logged_at >= REFUSAL_LOG_EVERY_S:
+            log.warning(
+                "refusing %s: %s (%d refused since the last report)",
+                self.name,
+                reason,
+                self.refused_connections - self.refusals_logged,
+            )
+            self.refusal_logged_at, self.refusals_logged = now, self.refused_connections
         self.refusing.add(connection)
         connection.refuse_connection(reason)
-        close_after_linger(connection.transport)
         return False
 
     def forget(self, connection) -> None:

@@ -196,11 +196,14 @@ class H2Connection(asyncio.Protocol):
             self.idle_since = self.loop.time()
 
     def refuse_connection(self, reason: str) -> None:
-        """A connection the listener does not take (see ``Listener.admit``): SETTINGS, then GOAWAY processing
-        no stream, with the reason."""
+        """A connection the listener does not take (see ``Listener.admit``): closed before the server's preface,
+        so the client sees a connection that failed, not one that was made and then told to go. grpc-core fails
+        its calls at once ("failed to connect", UNAVAILABLE) and backs off before it tries again; told SETTINGS
+        then GOAWAY instead, it reconnects at once, is told again, and so on until its calls' deadlines pass.
+        No stream can have been processed, so nothing is lost. (``reason`` is counted and logged by the
+        listener.)"""
         self.discarding = True
-        goaway = frame(GOAWAY, 0, 0, bytes(4) + REFUSED_STREAM.to_bytes(4, "big") + reason.encode())
-        self.transport.write(frame(SETTINGS, 0, 0) + goaway)
+        self.transport.close()
 
     # Writing faster than the client reads (a flood of PINGs or SETTINGS whose ACKs it never reads, or answers it
     # does not take): stop reading it until the transport's buffer drains, so the server holds a bounded amount.

@@ -464,3 +464,56 @@ def test_sigterm_under_wrk_keep_alive_load_loses_no_request(churn, tmp_path):
     assert read == answered and 0 < successes <= answered, (read, answered, output)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     assert errors is None or int(errors.group(4)) == 0, output  # no request waited out its timeout
+
+
+@pytest.mark.parametrize(
+    ("refusal", "port_stays_open", "expected"),
+    [
+        ("goaway-refused-stream", True, grpc.StatusCode.DEADLINE_EXCEEDED),
+        ("goaway-no-error", True, grpc.StatusCode.DEADLINE_EXCEEDED),
+        # (shutdown's final GOAWAY to a connection that has carried no stream: the port is closed by then)
+        ("goaway-no-error", False, grpc.StatusCode.UNAVAILABLE),
+        ("close-before-preface", True, grpc.StatusCode.UNAVAILABLE),
+        ("close-before-preface", False, grpc.StatusCode.UNAVAILABLE),
+    ],
+)
+def test_why_grpc_refusals_close_before_the_preface(refusal, port_stays_open, expected):
+    """What grpcio does with each way of refusing a new connection, against a bare asyncio server that refuses
+    every one (and, unless ``port_stays_open``, stops listening as it takes the first): only a close before the
+    server's preface fails the call at once; SETTINGS then GOAWAY, while the port is open, make it reconnect
+    until its deadline. (With REFUSED_STREAM a call can hang even once the port is closed, but not every time,
+    so that case is not here.) This is why ``H2Connection.refuse_connection`` closes; if a grpcio upgrade
+    changes this, revisit that choice."""
+    import asyncio
+
+    from ferry.server.h2.frames import GOAWAY as GOAWAY_FRAME
+    from ferry.server.h2.frames import NO_ERROR, REFUSED_STREAM, frame
+
+    code = REFUSED_STREAM if refusal == "goaway-refused-stream" else NO_ERROR
+    started, port = threading.Event(), []
+
+    class Refuse(asyncio.Protocol):
+        def connection_made(self, transport) -> None:
+            if not port_stays_open:
+                listening.close()
+            if refusal == "close-before-preface":
+                transport.close()
+                return
+            transport.write(
+                frame(SETTINGS, 0, 0) + frame(GOAWAY_FRAME, 0, 0, bytes(4) + code.to_bytes(4, "big") + b"no")
+            )
+            transport.write_eof()
+
+    async def serve() -> None:
+        nonlocal listening
+        listening = await asyncio.get_running_loop().create_server(Refuse, "127.0.0.1", 0)
+        port.append(listening.sockets[0].getsockname()[1])
+        started.set()
+        await asyncio.sleep(5)
+
+    listening = None
+    threading.Thread(target=asyncio.run, args=(serve(),), daemon=True).start()
+    assert started.wait(5)
+    with grpc.insecure_channel(f"127.0.0.1:{port[0]}") as channel, pytest.raises(grpc.RpcError) as failure:
+        Stub(channel).ModelInfer(GRPC_REQUEST, timeout=1)
+    assert failure.value.code() == expected, failure.value.details()

@@ -199,8 +199,9 @@ class H2Connection(asyncio.Protocol):
         """A connection the listener does not take (see ``Listener.admit``): closed before the server's preface,
         so the client sees a connection that failed, not one that was made and then told to go. grpc-core fails
         its calls at once ("failed to connect", UNAVAILABLE) and backs off before it tries again. Told SETTINGS
-        then GOAWAY instead, its calls wait out their deadlines: with REFUSED_STREAM it retries them even once
-        the port is closed; with NO_ERROR it reconnects at once while the port is open, and is told again.
+        then GOAWAY instead, it reconnects at once while the port is open, is told again, and so on until its
+        calls' deadlines pass; and with REFUSED_STREAM its calls can wait out their deadlines even once the port
+        is closed (seen at shutdown; not every time).
         No stream can have been processed, so nothing is lost. (``reason`` is counted and logged by the
         listener.)"""
         self.discarding = True

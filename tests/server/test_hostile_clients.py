@@ -8,6 +8,7 @@ quotes them from ``make reliability``."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -23,7 +24,16 @@ import numpy as np
 import pytest
 from ferry.protocol.oip_grpc import Stub
 from support.grpc_requests import infer_request
-from support.h2client import DATA, HEADERS, RST_STREAM, SETTINGS, WINDOW_UPDATE, RawH2, grpc_headers
+from support.h2client import (
+    DATA,
+    GOAWAY,
+    HEADERS,
+    RST_STREAM,
+    SETTINGS,
+    WINDOW_UPDATE,
+    RawH2,
+    grpc_headers,
+)
 from support.servers import start_predictor
 
 V1_BODY = b'{"instances": [[0.1, 0.2, 0.3, 0.4]]}'
@@ -466,54 +476,48 @@ def test_sigterm_under_wrk_keep_alive_load_loses_no_request(churn, tmp_path):
     assert errors is None or int(errors.group(4)) == 0, output  # no request waited out its timeout
 
 
+NO_ERROR, REFUSED_STREAM = 0x0, 0x7  # HTTP/2 error codes (RFC 9113 section 7)
+
+
 @pytest.mark.parametrize(
-    ("refusal", "port_stays_open", "expected"),
+    ("goaway_code", "port_stays_open", "expected"),
     [
-        ("goaway-refused-stream", True, grpc.StatusCode.DEADLINE_EXCEEDED),
-        ("goaway-no-error", True, grpc.StatusCode.DEADLINE_EXCEEDED),
+        (REFUSED_STREAM, True, grpc.StatusCode.DEADLINE_EXCEEDED),
+        (NO_ERROR, True, grpc.StatusCode.DEADLINE_EXCEEDED),
         # (shutdown's final GOAWAY to a connection that has carried no stream: the port is closed by then)
-        ("goaway-no-error", False, grpc.StatusCode.UNAVAILABLE),
-        ("close-before-preface", True, grpc.StatusCode.UNAVAILABLE),
-        ("close-before-preface", False, grpc.StatusCode.UNAVAILABLE),
+        (NO_ERROR, False, grpc.StatusCode.UNAVAILABLE),
+        (None, True, grpc.StatusCode.UNAVAILABLE),  # None: closed before the server's preface
+        (None, False, grpc.StatusCode.UNAVAILABLE),
     ],
 )
-def test_why_grpc_refusals_close_before_the_preface(refusal, port_stays_open, expected):
+def test_why_grpc_refusals_close_before_the_preface(goaway_code, port_stays_open, expected):
     """What grpcio does with each way of refusing a new connection, against a bare asyncio server that refuses
     every one (and, unless ``port_stays_open``, stops listening as it takes the first): only a close before the
     server's preface fails the call at once; SETTINGS then GOAWAY, while the port is open, make it reconnect
     until its deadline. (With REFUSED_STREAM a call can hang even once the port is closed, but not every time,
     so that case is not here.) This is why ``H2Connection.refuse_connection`` closes; if a grpcio upgrade
     changes this, revisit that choice."""
-    import asyncio
-
-    from ferry.server.h2.frames import GOAWAY as GOAWAY_FRAME
-    from ferry.server.h2.frames import NO_ERROR, REFUSED_STREAM, frame
-
-    code = REFUSED_STREAM if refusal == "goaway-refused-stream" else NO_ERROR
-    started, port = threading.Event(), []
+    started, listening = threading.Event(), []
 
     class Refuse(asyncio.Protocol):
         def connection_made(self, transport) -> None:
             if not port_stays_open:
-                listening.close()
-            if refusal == "close-before-preface":
+                listening[0].close()
+            if goaway_code is None:
                 transport.close()
                 return
-            transport.write(
-                frame(SETTINGS, 0, 0) + frame(GOAWAY_FRAME, 0, 0, bytes(4) + code.to_bytes(4, "big") + b"no")
-            )
+            goaway = bytes(4) + goaway_code.to_bytes(4, "big") + b"refused"  # last stream 0: none processed
+            transport.write(RawH2.frame(SETTINGS, 0, 0) + RawH2.frame(GOAWAY, 0, 0, goaway))
             transport.write_eof()
 
     async def serve() -> None:
-        nonlocal listening
-        listening = await asyncio.get_running_loop().create_server(Refuse, "127.0.0.1", 0)
-        port.append(listening.sockets[0].getsockname()[1])
+        listening.append(await asyncio.get_running_loop().create_server(Refuse, "127.0.0.1", 0))
         started.set()
         await asyncio.sleep(5)
 
-    listening = None
     threading.Thread(target=asyncio.run, args=(serve(),), daemon=True).start()
     assert started.wait(5)
-    with grpc.insecure_channel(f"127.0.0.1:{port[0]}") as channel, pytest.raises(grpc.RpcError) as failure:
+    port = listening[0].sockets[0].getsockname()[1]
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel, pytest.raises(grpc.RpcError) as failure:
         Stub(channel).ModelInfer(GRPC_REQUEST, timeout=1)
     assert failure.value.code() == expected, failure.value.details()

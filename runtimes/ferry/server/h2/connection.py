@@ -204,7 +204,6 @@ class H2Connection(asyncio.Protocol):
         is closed (seen at shutdown; not every time).
         No stream can have been processed, so nothing is lost. (``reason`` is counted and logged by the
         listener.)"""
-        self.discarding = True
         self.transport.close()
 
     # Writing faster than the client reads (a flood of PINGs or SETTINGS whose ACKs it never reads, or answers it
